@@ -1,0 +1,291 @@
+"""The `riskcurves` command.
+
+    riskcurves demo [--out DIR] [--d 1000] [--n-runs 32] [--steps 2000]
+    riskcurves compare --optimizer sgd --d 1000 --alpha 1.5 --beta 0.5 --lr 0.2 --batch 4
+    riskcurves threshold --optimizer sgd --d 1000 --alpha 1.5 --beta 0.5 --batch 4
+
+Bad input is reported as one line `riskcurves: error: ...` with exit status 2.
+Optimizers register themselves in `OPTIMIZERS` (for `compare`) and in
+`DEMO_CASES` (for `demo`): one entry each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["main", "OPTIMIZERS", "DEMO_CASES", "DemoCase"]
+
+
+# ---- registries ---------------------------------------------------------------
+def _sgd(a):
+    import riskcurves as rc
+    return rc.SGD(lr=a.lr if a.lr is not None else 0.2, batch=a.batch)
+
+
+def _signsgd(a):
+    import riskcurves as rc
+    return rc.SignSGD(lr=a.lr if a.lr is not None else 2e-3, batch=a.batch)
+
+
+def _clipped(a):
+    import riskcurves as rc
+    return rc.ClippedSGD(lr=a.lr if a.lr is not None else 0.2,
+                         clip=a.clip if a.clip is not None else 1.0, batch=a.batch)
+
+
+def _adagrad(a):
+    import riskcurves as rc
+    return rc.AdaGradNorm(lr=a.lr if a.lr is not None else 0.5,
+                          b0=a.b0 if a.b0 is not None else 0.5, batch=a.batch)
+
+
+def _linesearch(a):
+    import riskcurves as rc
+    return rc.LineSearch(batch=a.batch)
+
+
+# name -> builder(args) -> optimizer config. An optimizer appears here once its
+# ODE and simulator are both registered.
+OPTIMIZERS: dict[str, Callable] = {"sgd": _sgd}
+
+
+@dataclass(frozen=True)
+class DemoCase:
+    """One row of `riskcurves demo`: a problem, an optimizer, a horizon."""
+
+    name: str
+    build: Callable  # (d: int) -> (problem, optimizer)
+    steps: int = 2000
+    ode_options: dict | None = None
+
+
+def _demo_problem(d):
+    import riskcurves as rc
+    return rc.PowerLaw(d=d, alpha=1.5, beta=0.5, noise=rc.Gaussian(0.1))
+
+
+DEMO_CASES: list[DemoCase] = [
+    DemoCase("sgd", lambda d: (_demo_problem(d), _sgd_default())),
+]
+
+
+def _sgd_default():
+    import riskcurves as rc
+    return rc.SGD(lr=0.2, batch=4)
+
+
+# ---- argument parsing ----------------------------------------------------------
+def _noise_from_string(s: str):
+    import riskcurves as rc
+    name, _, rest = s.partition(":")
+    vals = [float(v) for v in rest.split(",")] if rest else []
+    name = name.lower()
+    try:
+        if name in ("none", "noiseless"):
+            return rc.Noiseless()
+        if name == "gaussian":
+            return rc.Gaussian(*vals)
+        if name in ("studentt", "student", "t"):
+            return rc.StudentT(*vals)
+        if name == "mixture":
+            return rc.GaussianMixture(*vals)
+    except TypeError:
+        pass
+    raise ValueError(f"--noise must be one of none, gaussian:SIGMA, studentt:NU,SCALE, "
+                     f"mixture:SIGMA,OUTLIER_SIGMA,P; got {s!r}")
+
+
+def _problem_from_args(a):
+    import riskcurves as rc
+    noise = _noise_from_string(a.noise)
+    if a.spectrum == "powerlaw":
+        return rc.PowerLaw(a.d, a.alpha, a.beta, noise, rotate=a.rotate, seed=a.seed)
+    if a.spectrum == "flat":
+        p = rc.Flat(a.d, 1.0 / a.d, noise, initial_energy=1.0)
+    else:
+        p = rc.TwoLevel(a.d, 1.0 / a.d * 10, 1.0 / a.d * 0.1, 0.5, noise, initial_energy=1.0)
+    return p.rotated(a.seed) if a.rotate else p
+
+
+def _add_problem_args(p):
+    p.add_argument("--d", type=int, default=1000, help="dimension (default 1000)")
+    p.add_argument("--spectrum", choices=["powerlaw", "flat", "twolevel"], default="powerlaw")
+    p.add_argument("--alpha", type=float, default=1.5, help="λ_j = j^-alpha")
+    p.add_argument("--beta", type=float, default=0.5, help="D_j(0) = j^-beta")
+    p.add_argument("--noise", default="gaussian:0.1",
+                   help="none | gaussian:SIGMA | studentt:NU,SCALE | mixture:S,S_OUT,P")
+    p.add_argument("--rotate", action="store_true", help="rotate K by a random orthogonal")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_optimizer_args(p):
+    p.add_argument("--optimizer", default="sgd", help="one of: " + ", ".join(OPTIMIZERS))
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--clip", type=float, default=None)
+    p.add_argument("--b0", type=float, default=None)
+
+
+def _optimizer_from_args(a):
+    if a.optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {a.optimizer!r}")
+    return OPTIMIZERS[a.optimizer](a)
+
+
+# ---- commands ------------------------------------------------------------------
+def _compare_one(problem, opt, steps, n_runs, seed, ode_options=None):
+    import riskcurves as rc
+    ks = rc.checkpoints(steps, 30)
+    t0 = time.perf_counter()
+    th = rc.solve_ode(problem, opt, ks, **(ode_options or {}))
+    t_ode = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sims = rc.simulate(problem, opt, ks, n_runs=n_runs, seed=seed)
+    t_sim = time.perf_counter() - t0
+    row = {
+        "optimizer": opt.describe(),
+        "problem": problem.label,
+        "d": problem.d,
+        "steps": int(steps),
+        "n_runs": int(n_runs),
+        "max_rel_err": rc.max_rel_err(th, sims, k_min=1),
+        "max_rel_err_k10": rc.max_rel_err(th, sims, k_min=10),
+        "final_risk_ode": float(th.risk[-1]),
+        "final_risk_sim": float(sims.risk[-1]),
+        "ode_seconds": t_ode,
+        "sim_seconds": t_sim,
+        "ode_steps": th.meta["solver"]["num_steps"],
+    }
+    return th, sims, row
+
+
+def _print_table(rows):
+    hdr = (f"{'case':<14}{'d':>7}{'runs':>6}{'steps':>8}{'max rel err':>13}"
+           f"{'(k>=10)':>10}{'P_ode(end)':>12}{'P_sim(end)':>12}{'ode s':>8}{'sim s':>8}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(f"{r['case']:<14}{r['d']:>7}{r['n_runs']:>6}{r['steps']:>8}"
+              f"{r['max_rel_err']:>13.4f}{r['max_rel_err_k10']:>10.4f}"
+              f"{r['final_risk_ode']:>12.4e}{r['final_risk_sim']:>12.4e}"
+              f"{r['ode_seconds']:>8.2f}{r['sim_seconds']:>8.2f}")
+
+
+def _cmd_demo(a):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import riskcurves as rc
+    os.makedirs(a.out, exist_ok=True)
+    cases = [c for c in DEMO_CASES if not a.only or c.name in a.only]
+    if not cases:
+        raise ValueError(f"--only matched no demo case; cases are "
+                         f"{', '.join(c.name for c in DEMO_CASES)}")
+    ncol = min(3, len(cases))
+    nrow = -(-len(cases) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.8 * nrow), squeeze=False)
+    rows = []
+    for ax, case in zip(axes.flat, cases):
+        problem, opt = case.build(a.d)
+        steps = a.steps or case.steps
+        th, sims, row = _compare_one(problem, opt, steps, a.n_runs, a.seed, case.ode_options)
+        row["case"] = case.name
+        rows.append(row)
+        rc.plot_compare(th, sims, ax=ax, title=f"{case.name}: {problem.label}")
+        print(f"[{case.name}] max rel err {row['max_rel_err']:.4f} "
+              f"(ode {row['ode_seconds']:.2f}s, sim {row['sim_seconds']:.2f}s)", flush=True)
+    for ax in list(axes.flat)[len(cases):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig_path = os.path.join(a.out, "demo.png")
+    fig.savefig(fig_path, dpi=110)
+    report = {"d": a.d, "n_runs": a.n_runs, "seed": a.seed, "cases": rows}
+    json_path = os.path.join(a.out, "demo.json")
+    with open(json_path, "w") as f:
+        json.dump(report, f, indent=2, default=str)
+    print()
+    _print_table(rows)
+    print(f"\nfigure: {fig_path}\nreport: {json_path}")
+    return 0
+
+
+def _cmd_compare(a):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import riskcurves as rc
+    problem = _problem_from_args(a)
+    opt = _optimizer_from_args(a)
+    th, sims, row = _compare_one(problem, opt, a.steps, a.n_runs, a.seed)
+    row["case"] = a.optimizer
+    _print_table([row])
+    os.makedirs(a.out, exist_ok=True)
+    _, ax = plt.subplots(figsize=(6, 4))
+    rc.plot_compare(th, sims, ax=ax, title=f"{a.optimizer}: {problem.label}")
+    path = os.path.join(a.out, f"compare_{a.optimizer}.png")
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=110)
+    with open(os.path.join(a.out, f"compare_{a.optimizer}.json"), "w") as f:
+        json.dump({"row": row, "ode": th.to_dict(), "sim": sims.to_dict()}, f, default=str)
+    print(f"figure: {path}")
+    return 0
+
+
+def _cmd_threshold(a):
+    import riskcurves as rc
+    problem = _problem_from_args(a)
+    opt = _optimizer_from_args(a)
+    thr = rc.theory.stability_threshold(opt, problem)
+    print(f"stability threshold for {a.optimizer} (batch {opt.batch}) on {problem.label}: "
+          f"lr < {thr:.6g}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="riskcurves", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="theory vs simulation for every optimizer")
+    d.add_argument("--out", default="riskcurves-out")
+    d.add_argument("--d", type=int, default=1000)
+    d.add_argument("--n-runs", type=int, default=32)
+    d.add_argument("--steps", type=int, default=None, help="override each case's horizon")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--only", nargs="*", default=None, help="run only these cases")
+    d.set_defaults(fn=_cmd_demo)
+    c = sub.add_parser("compare", help="theory vs simulation for one optimizer")
+    _add_problem_args(c)
+    _add_optimizer_args(c)
+    c.add_argument("--steps", type=int, default=2000)
+    c.add_argument("--n-runs", type=int, default=32)
+    c.add_argument("--out", default="riskcurves-out")
+    c.set_defaults(fn=_cmd_compare)
+    t = sub.add_parser("threshold", help="stability threshold of the step size")
+    _add_problem_args(t)
+    _add_optimizer_args(t)
+    t.set_defaults(fn=_cmd_threshold)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return a.fn(a)
+    except ValueError as e:  # includes DivergenceError
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"riskcurves: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
