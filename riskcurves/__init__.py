@@ -20,6 +20,7 @@ from . import odes as odes  # noqa: E402
 from . import simulate as _simulate_pkg  # noqa: E402
 from . import theory as theory  # noqa: E402
 from ._curve import Curve as Curve  # noqa: E402
+from ._compress import compress as compress  # noqa: E402
 from ._curve import checkpoints as checkpoints  # noqa: E402
 from ._curve import max_rel_err as max_rel_err  # noqa: E402
 from ._errors import DivergenceError as DivergenceError  # noqa: E402

@@ -54,7 +54,11 @@ def _linesearch(a):
 
 # name -> builder(args) -> optimizer config. An optimizer appears here once its
 # ODE and simulator are both registered.
-OPTIMIZERS: dict[str, Callable] = {"sgd": _sgd}
+OPTIMIZERS: dict[str, Callable] = {
+    "sgd": _sgd,
+    "adagrad_norm": _adagrad,
+    "line_search": _linesearch,
+}
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,9 @@ def _demo_problem(d):
 
 DEMO_CASES: list[DemoCase] = [
     DemoCase("sgd", lambda d: (_demo_problem(d), _sgd_default())),
+    DemoCase("adagrad_norm", lambda d: (_demo_problem(d), _adagrad_default()),
+             ode_options={"exact_rates": True}),
+    DemoCase("line_search", lambda d: (_demo_problem(d), _linesearch_default())),
 ]
 
 
@@ -82,13 +89,23 @@ def _sgd_default():
     return rc.SGD(lr=0.2, batch=4)
 
 
+def _adagrad_default():
+    import riskcurves as rc
+    return rc.AdaGradNorm(lr=0.5, b0=1.0, batch=4)
+
+
+def _linesearch_default():
+    import riskcurves as rc
+    return rc.LineSearch(batch=4)
+
+
 # ---- argument parsing ----------------------------------------------------------
 def _noise_from_string(s: str):
     import riskcurves as rc
     name, _, rest = s.partition(":")
-    vals = [float(v) for v in rest.split(",")] if rest else []
     name = name.lower()
     try:
+        vals = [float(v) for v in rest.split(",")] if rest else []
         if name in ("none", "noiseless"):
             return rc.Noiseless()
         if name == "gaussian":
@@ -97,8 +114,9 @@ def _noise_from_string(s: str):
             return rc.StudentT(*vals)
         if name == "mixture":
             return rc.GaussianMixture(*vals)
-    except TypeError:
-        pass
+    except (TypeError, ValueError) as e:
+        if "`" in str(e):  # a law's own message, naming its parameter
+            raise ValueError(f"--noise {s!r}: {e}") from None
     raise ValueError(f"--noise must be one of none, gaussian:SIGMA, studentt:NU,SCALE, "
                      f"mixture:SIGMA,OUTLIER_SIGMA,P; got {s!r}")
 
@@ -251,8 +269,16 @@ def _cmd_threshold(a):
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line `riskcurves: error: ...` (exit 2)."""
+
+    def error(self, message):
+        print(f"riskcurves: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="riskcurves", description=__doc__.split("\n")[0])
+    p = _Parser(prog="riskcurves", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="theory vs simulation for every optimizer")
     d.add_argument("--out", default="riskcurves-out")
@@ -278,7 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    a = parser.parse_args(argv)
+    try:
+        a = parser.parse_args(argv)
+    except SystemExit as e:  # usage error (one line already printed) or --help
+        return e.code if isinstance(e.code, int) else 2
     try:
         return a.fn(a)
     except ValueError as e:  # includes DivergenceError

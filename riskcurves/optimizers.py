@@ -29,6 +29,9 @@ __all__ = [
     "power_decay",
     "check_lr",
     "check_batch",
+    "SignSVD",
+    "Muon",
+    "MatrixSignSGD",
 ]
 
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
@@ -48,7 +51,11 @@ def check_lr(lr, name: str = "lr"):
 
 
 def check_batch(batch) -> int:
-    if isinstance(batch, bool) or not float(batch).is_integer():
+    try:
+        integral = not isinstance(batch, bool) and float(batch).is_integer()
+    except (TypeError, ValueError):
+        integral = False
+    if not integral:
         raise ValueError(f"`batch` must be an integer >= 1, got {batch!r}")
     b = int(batch)
     if b < 1:
@@ -160,4 +167,55 @@ class LineSearch(AbstractOptimizer):
 
     def __init__(self, batch: int = 1):
         self.lr = 1.0
+        self.batch = check_batch(batch)
+
+
+# ---- spectral optimizers on matrix problems (SPEC §1.3, §7) -------------------
+class SignSVD(AbstractOptimizer):
+    """SignSVD: `W ← W − η(k) polar(G)`, `polar(G) = U Vᵀ` (exact thin SVD `G = U S Vᵀ`,
+    nonzero singular values only), `G = (1/B) Σ_b x_b r_bᵀ`. Matrix problems only."""
+
+    name: ClassVar[str] = "signsvd"
+
+    def __init__(self, lr=1e-2, batch: int = 1):
+        self.lr = check_lr(lr)
+        self.batch = check_batch(batch)
+
+
+class Muon(AbstractOptimizer):
+    """Muon: SignSVD with the polar factor replaced by `ns_steps` Newton–Schulz steps
+    (optax's quintic iteration on `M/‖M‖_F`) of the momentum `M`.
+
+    `M_k = μ M_{k−1} + (1 − μ) G_k` (bias-corrected EMA; NS is scale invariant, so this
+    equals the heavy-ball buffer `M ← μ M + G`), `W ← W − η(k) NS(M_k)`.
+    `momentum=0` gives `W ← W − η NS(G)`. Matrix problems only.
+    """
+
+    momentum: float = eqx.field(static=True)
+    ns_steps: int = eqx.field(static=True)
+    name: ClassVar[str] = "muon"
+
+    def __init__(self, lr=1e-2, batch: int = 1, momentum: float = 0.0, ns_steps: int = 5):
+        self.lr = check_lr(lr)
+        self.batch = check_batch(batch)
+        mu = float(momentum)
+        if not (math.isfinite(mu) and 0 <= mu < 1):
+            raise ValueError(f"`momentum` must be in [0, 1), got {momentum!r}")
+        if isinstance(ns_steps, bool) or int(ns_steps) != ns_steps or int(ns_steps) < 1:
+            raise ValueError(f"`ns_steps` must be an integer >= 1, got {ns_steps!r}")
+        self.momentum = mu
+        self.ns_steps = int(ns_steps)
+
+
+class MatrixSignSGD(AbstractOptimizer):
+    """SignSGD on a matrix problem: `W ← W − η(k) sign(G)` entrywise.
+
+    A separate config from `SignSGD` (vector problems) so that the ODE and the
+    simulator registries, which dispatch on the config type, stay one-to-one.
+    """
+
+    name: ClassVar[str] = "matrix_signsgd"
+
+    def __init__(self, lr=1e-3, batch: int = 1):
+        self.lr = check_lr(lr)
         self.batch = check_batch(batch)

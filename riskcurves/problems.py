@@ -285,14 +285,28 @@ def PowerLaw(
     *,
     rotate: bool = False,
     seed: int = 0,
+    compressed: bool | None = None,
+    rtol: float = 1e-6,
 ) -> Problem:
     """Power-law problem: `λ_j = j^(−α)`, `D_j(0) = j^(−β)`, `j = 1..d`.
+
+    `compressed=True` builds the weighted-node spectrum of `riskcurves.compress`
+    directly from `(d, α, β)` (relative accuracy `rtol`; solvable, not
+    simulable); it is the default for `d > 10**7` and for `d = float('inf')`
+    (the continuum limit, needs `α > 1` and `α + β > 1`).
 
     The target is deterministic, `|u_jᵀθ*| = j^(−β/2)` with `θ0 = 0`. The initial
     risk `½ Σ j^(−α−β)` stays finite as `d → ∞` iff `α + β > 1`.
     `rotate=True` rotates the spectrum by a Haar-random orthogonal matrix (seed
     `seed`), giving a generic (non-diagonal) covariance.
     """
+    big = isinstance(d, (int, float, np.integer)) and not isinstance(d, bool) and d > 10**7
+    if compressed or (compressed is None and big):
+        if rotate:
+            raise ValueError("`rotate=True` needs an uncompressed problem (compressed=False)")
+        from ._compress import power_law  # noqa: PLC0415 (circular import)
+
+        return power_law(d, alpha, beta, noise, rtol=rtol)
     d = _check_dim("d", d)
     alpha, beta = float(alpha), float(beta)
     if not math.isfinite(alpha) or alpha < 0:

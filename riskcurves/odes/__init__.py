@@ -1,11 +1,21 @@
 """ODEs of the optimizers' risk curves (one module per optimizer) and `solve_ode`."""
 
 from . import _sgd as _sgd  # registers SGD
+from . import _signsgd as _signsgd  # registers SignSGD
+from . import _clipping as _clipping  # registers ClippedSGD
+from . import _adagrad as _adagrad  # registers AdaGradNorm
+from . import _linesearch as _linesearch  # registers LineSearch
+from . import _signsvd as _signsvd  # registers SignSVD, Muon
 from ._base import AbstractTheory as AbstractTheory
+from ._clipping import ClippedSGDTheory as ClippedSGDTheory
 from ._base import register as register
 from ._base import theory_for as theory_for
+from ._adagrad import AdaGradNormTheory as AdaGradNormTheory
+from ._linesearch import LineSearchTheory as LineSearchTheory
 from ._sgd import SGDTheory as SGDTheory
 from ._sgd import sgd_recursion as sgd_recursion
+from ._signsgd import SignSGDDiagonalTheory as SignSGDDiagonalTheory
+from ._signsgd import SignSGDGeneralTheory as SignSGDGeneralTheory
 from ._solve import solve_ode as solve_ode
 from ._solve import solve_theory as solve_theory
 from ._solver import ETD2 as ETD2

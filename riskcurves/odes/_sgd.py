@@ -27,7 +27,24 @@ from ..optimizers import SGD
 from ..problems import Problem
 from ._base import AbstractTheory, register
 
-__all__ = ["SGDTheory", "sgd_recursion"]
+__all__ = ["SGDTheory", "sgd_recursion", "sgd_rates"]
+
+
+def sgd_rates(lam, eta, batch: int, exact_rates: bool = False):
+    """Per-mode SGD rates `(a, c)`: `dD/dk = −a ⊙ D + c (2P + σ²)` at step size `η`.
+
+    `a = 2ηλ − η²λ²(1 + 1/B)`, `c = η²λ/B`; `exact_rates` as in the module
+    docstring. Shared by every ODE whose modes move like SGD at an effective
+    (possibly state-dependent) step size (AdaGrad-Norm, line search).
+    """
+    a = 2 * eta * lam - eta**2 * lam**2 * (1 + 1 / batch)
+    c = eta**2 / batch * lam
+    if exact_rates:
+        rho = jnp.clip(1.0 - a, 1e-300, None)
+        r = -jnp.log(rho)
+        scale = jnp.where(a > 1e-12, r / jnp.where(a > 1e-12, a, 1.0), 1.0 + 0.5 * a)
+        return r, c * scale
+    return a, c
 
 
 def _variance(problem) -> float:
@@ -48,16 +65,7 @@ class SGDTheory(AbstractTheory):
         return self.D0
 
     def _rates(self, k):
-        eta = self.opt.lr_at(k)
-        B = self.opt.batch
-        a = 2 * eta * self.lam - eta**2 * self.lam**2 * (1 + 1 / B)
-        c = eta**2 / B * self.lam
-        if self.exact_rates:
-            rho = jnp.clip(1.0 - a, 1e-300, None)
-            r = -jnp.log(rho)
-            scale = jnp.where(a > 1e-12, r / jnp.where(a > 1e-12, a, 1.0), 1.0 + 0.5 * a)
-            return r, c * scale
-        return a, c
+        return sgd_rates(self.lam, self.opt.lr_at(k), self.opt.batch, self.exact_rates)
 
     def risk(self, D):
         return 0.5 * jnp.sum(self.weights * self.lam * D)

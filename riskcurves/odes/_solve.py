@@ -26,7 +26,9 @@ def _integrate(theory, ts, rtol, atol, max_steps, progress_meter):
     y0 = theory.init_state()
 
     def save(t, y, args):
-        return theory.risk(y), theory.lr(t, y), theory.observables(t, y)
+        # `lr` may be a Python float (e.g. the default `jnp.nan`): make both arrays
+        return (jnp.asarray(theory.risk(y), jnp.float64),
+                jnp.asarray(theory.lr(t, y), jnp.float64), theory.observables(t, y))
 
     controller = diffrax.ClipStepSizeController(
         diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts
@@ -62,7 +64,8 @@ def solve_theory(theory, checkpoints, *, rtol=1e-5, atol=1e-30, max_steps=100_00
                 {"num_steps": 0, "result": "successful"})
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
     (risk, lr, obs), result, nsteps = _integrate(
-        theory, ts, float(rtol), float(atol), int(max_steps), meter
+        theory, ts, jnp.asarray(rtol, jnp.float64), jnp.asarray(atol, jnp.float64),
+        int(max_steps), meter
     )
     info = {"num_steps": int(nsteps), "result": str(result)}
     info["success"] = bool(result == diffrax.RESULTS.successful)
@@ -86,7 +89,8 @@ def solve_ode(problem, optimizer, checkpoints, *, rtol: float = 1e-5, atol: floa
     - `rtol`, `atol`: tolerances of the step-size controller (per component).
     - `max_steps`: solver step budget.
     - `progress`: show a tqdm progress bar.
-    - `throw`: raise on divergence / solver failure (else return `status`).
+    - `throw`: raise on divergence / solver failure (else return `status`; a step
+      size refused by the stability check gives `status="diverged"`, NaN risk).
     - `check_stability`: refuse step sizes above the theory's stability threshold.
     - `**options`: passed to the optimizer's ODE builder (see its docstring).
 
@@ -97,7 +101,16 @@ def solve_ode(problem, optimizer, checkpoints, *, rtol: float = 1e-5, atol: floa
     """
     ks = validate_checkpoints(checkpoints)
     if check_stability:
-        check_stable(problem, optimizer, k_max=int(ks[-1]))
+        try:
+            check_stable(problem, optimizer, k_max=int(ks[-1]))
+        except DivergenceError as e:
+            if throw:
+                raise
+            return Curve(k=ks, risk=np.full(ks.shape, np.nan), kind="ode",
+                         label=label or f"{optimizer.name} ODE", status="diverged",
+                         message=str(e), noise_variance=_noise_var(problem),
+                         meta={"problem": problem.label, "d": problem.d,
+                               **optimizer.describe()})
     theory = theory_for(optimizer, problem, **options)
     t0 = time.perf_counter()
     risk, lr, obs, info = solve_theory(theory, ks, rtol=rtol, atol=atol, max_steps=max_steps,

@@ -10,6 +10,15 @@ with `lax.scan` over iterations inside `jit(vmap(...))` over runs, recording the
 exact excess risk `P = ½ ΔᵀKΔ` (float64) at the checkpoints. Runs are processed
 in chunks of equal size (one compilation) so memory stays bounded; run `i` uses
 key `split(PRNGKey(seed), n_runs)[i]`, so results do not depend on the chunking.
+
+Devices: each chunk of runs is sharded over a 1-D mesh of `jax.devices()`
+(`NamedSharding(Mesh(devices, ("runs",)), P("runs"))`), so one call uses one
+CPU, one GPU or all local GPUs; runs are independent, so every device runs the
+same per-run program and the numbers do not depend on the device count (see
+`tests/test_sharding.py`). Multi-host: call `jax.distributed.initialize()` on
+every process first and run the same script everywhere; the mesh then spans
+all hosts' devices, the keys are placed with `jax.make_array_from_callback`
+and the results gathered with `multihost_utils.process_allgather`.
 The same code handles matrix problems (`Δ: (d, m)`, `ε: (B, m)`).
 """
 
@@ -31,10 +40,13 @@ from ._registry import transform_for
 
 __all__ = ["simulate", "simulate_runs"]
 
-_MEM_BUDGET = 2**28  # bytes of per-step batch data held at once across a chunk
+_MEM_BUDGET = 2**28  # bytes of per-step batch data held at once across a chunk (per device)
+_RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 
 
-def _one_run(problem, optimizer, key, ks, n_steps, dtype):
+def _one_run(problem, optimizer, key, ks, n_steps, dtype, rng_impl=None):
+    if rng_impl is not None:
+        key = jax.random.wrap_key_data(key, impl=rng_impl)
     spec = transform_for(optimizer, problem)
     tx, observe = spec.tx, spec.observe
     B = optimizer.batch
@@ -78,8 +90,35 @@ def _one_run(problem, optimizer, key, ks, n_steps, dtype):
 
 
 @eqx.filter_jit
-def _run_chunk(problem, optimizer, keys, ks, n_steps, dtype):
-    return jax.vmap(lambda key: _one_run(problem, optimizer, key, ks, n_steps, dtype))(keys)
+def _run_chunk(problem, optimizer, keys, ks, n_steps, dtype, rng_impl=None):
+    return jax.vmap(lambda key: _one_run(problem, optimizer, key, ks, n_steps, dtype,
+                                         rng_impl))(keys)
+
+
+def _run_keys(seed: int, n_runs: int, rng_impl):
+    """Per-run key data `(n_runs, …)` (uint32): run `i` gets `split(key(seed))[i]`."""
+    if rng_impl is None:
+        return np.asarray(jax.random.split(jax.random.PRNGKey(int(seed)), n_runs))
+    keys = jax.random.split(jax.random.key(int(seed), impl=rng_impl), n_runs)
+    return np.asarray(jax.random.key_data(keys))
+
+
+def _mesh_devices(devices):
+    if devices is None:
+        return list(jax.devices())
+    devices = list(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise ValueError(f"`devices` must be None or a non-empty list of jax devices, got "
+                         f"{devices!r}")
+    return devices
+
+
+def _gather(x):
+    if jax.process_count() > 1:  # multi-host: results live on every host's devices
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
 
 
 def _default_chunk(problem, optimizer, n_runs: int, dtype) -> int:
@@ -89,34 +128,60 @@ def _default_chunk(problem, optimizer, n_runs: int, dtype) -> int:
 
 
 def simulate_runs(problem, optimizer, checkpoints, n_runs: int = 64, seed: int = 0, *,
-                  chunk_size: int | None = None, dtype=jnp.float32) -> dict[str, np.ndarray]:
+                  chunk_size: int | None = None, dtype=jnp.float32, devices=None,
+                  rng_impl: str | None = None) -> dict[str, np.ndarray]:
     """Per-run observables `{name: (n_runs, n_checkpoints)}` (see `simulate`)."""
     ks = validate_checkpoints(checkpoints)
-    if isinstance(n_runs, bool) or int(n_runs) != n_runs or n_runs < 1:
+    try:
+        ok = not isinstance(n_runs, bool) and int(n_runs) == n_runs and n_runs >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
         raise ValueError(f"`n_runs` must be an integer >= 1, got {n_runs!r}")
     n_runs = int(n_runs)
-    keys = jax.random.split(jax.random.PRNGKey(int(seed)), n_runs)
-    chunk = _default_chunk(problem, optimizer, n_runs, dtype) if chunk_size is None \
-        else int(chunk_size)
-    if chunk < 1:
-        raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size!r}")
+    if rng_impl is not None and rng_impl not in _RNG_IMPLS:
+        raise ValueError(f"`rng_impl` must be None or one of {_RNG_IMPLS}, got {rng_impl!r}")
+    devs = _mesh_devices(devices)
+    n_dev = len(devs)
+    keys = _run_keys(seed, n_runs, rng_impl)
+    if chunk_size is None:   # memory budget per device; at most ~n_runs in all
+        chunk = n_dev * _default_chunk(problem, optimizer, math.ceil(n_runs / n_dev), dtype)
+    else:
+        try:
+            ok = (not isinstance(chunk_size, bool) and int(chunk_size) == chunk_size
+                  and chunk_size >= 1)
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ValueError(f"`chunk_size` must be an integer >= 1, got {chunk_size!r}")
+        chunk = int(chunk_size)
+    chunk = n_dev * math.ceil(chunk / n_dev)   # whole runs per device
     n_chunks = math.ceil(n_runs / chunk)
     pad = n_chunks * chunk - n_runs
     if pad:
-        keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)])
+        keys = np.concatenate([keys, np.repeat(keys[-1:], pad, axis=0)])
     ks_dev = jnp.asarray(ks, jnp.int32)
+    sharding = None
+    if n_dev > 1:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        sharding = NamedSharding(Mesh(np.asarray(devs), ("runs",)), PartitionSpec("runs"))
     parts = []
     for c in range(n_chunks):
-        parts.append(_run_chunk(problem, optimizer, keys[c * chunk:(c + 1) * chunk], ks_dev,
-                                int(ks[-1]), dtype))
-    out = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs])[:n_runs], *parts)
+        kc = keys[c * chunk:(c + 1) * chunk]
+        if sharding is None:
+            kc = jax.device_put(kc, devs[0])
+        else:
+            kc = jax.make_array_from_callback(kc.shape, sharding, lambda idx, kc=kc: kc[idx])
+        parts.append(_run_chunk(problem, optimizer, kc, ks_dev, int(ks[-1]), dtype, rng_impl))
+    out = jax.tree.map(lambda *xs: np.concatenate([_gather(x) for x in xs])[:n_runs], *parts)
     return out
 
 
 def simulate(problem, optimizer, checkpoints, n_runs: int = 64, seed: int = 0, *,
              chunk_size: int | None = None, dtype=jnp.float32, keep_runs: bool = False,
              check_stability: bool = True, throw: bool = True,
-             label: str | None = None) -> Curve:
+             label: str | None = None, devices=None, rng_impl: str | None = None) -> Curve:
     """Monte-Carlo risk curve: `n_runs` independent one-pass runs of `optimizer`.
 
     **Arguments:**
@@ -128,17 +193,32 @@ def simulate(problem, optimizer, checkpoints, n_runs: int = 64, seed: int = 0, *
       always accumulated in float64.
     - `keep_runs`: also return the per-run curves in `extras["runs"]`.
     - `check_stability`: refuse step sizes above the theory's threshold.
-    - `throw`: raise `DivergenceError` if runs blow up (else `status="diverged"`).
+    - `throw`: raise `DivergenceError` for a step size above the threshold or if
+      runs blow up; `throw=False` returns `status="diverged"` instead (with NaN
+      risk when the stability check refused the step size).
+    - `devices`: devices to shard the runs over (default: all of `jax.devices()`);
+      the numbers do not depend on it.
+    - `rng_impl`: PRNG implementation, `None` (default: `PRNGKey`, threefry) or
+      one of `"threefry2x32"`, `"rbg"`, `"unsafe_rbg"` (`jax.random.key(seed,
+      impl=...)`; reproducible for a given impl, different numbers across impls).
 
     **Returns:** a `Curve` (`kind="simulation"`) with the mean risk, its standard
     error and median over runs, and recorded observables (e.g. `lr`) averaged.
     """
     ks = validate_checkpoints(checkpoints)
     if check_stability:
-        check_stable(problem, optimizer, k_max=int(ks[-1]))
+        try:
+            check_stable(problem, optimizer, k_max=int(ks[-1]))
+        except DivergenceError as e:
+            if throw:
+                raise
+            return Curve(k=ks, risk=np.full(ks.shape, np.nan), kind="simulation",
+                         label=label or f"{optimizer.name} sim", status="diverged",
+                         message=str(e), meta={"problem": problem.label, "d": problem.d,
+                                               **optimizer.describe()})
     t0 = time.perf_counter()
     out = simulate_runs(problem, optimizer, ks, n_runs, seed, chunk_size=chunk_size,
-                        dtype=dtype)
+                        dtype=dtype, devices=devices, rng_impl=rng_impl)
     seconds = time.perf_counter() - t0
     runs = out.pop("risk")
     n = runs.shape[0]

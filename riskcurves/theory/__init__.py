@@ -1,10 +1,31 @@
 """Closed-form theory: stability thresholds, noise expectations, limits, phases."""
 
+from ._adagrad import adagrad_norm_limit_lr as adagrad_norm_limit_lr
+from ._adagrad import adagrad_norm_phase as adagrad_norm_phase
+from ._adagrad import two_level_line_search_limit as two_level_line_search_limit
+from ._adagrad import two_level_sgd_best_rate as two_level_sgd_best_rate
+from ._clipping import best_threshold as best_threshold
+from ._clipping import check_intrinsic_dimension as check_intrinsic_dimension
+from ._clipping import clip_coefficients as clip_coefficients
+from ._clipping import clipped_gain as clipped_gain
+from ._clipping import clipped_gain_ratio as clipped_gain_ratio
+from ._clipping import compare_clipped_sgd as compare_clipped_sgd
+from ._clipping import intrinsic_dimension as intrinsic_dimension
+from ._clipping import prob_not_clipped as prob_not_clipped
 from ._noise_expectations import effective_sign_gain as effective_sign_gain
 from ._noise_expectations import expected_clipped_square as expected_clipped_square
 from ._noise_expectations import mixture as mixture
 from ._noise_expectations import prob_abs_residual_below as prob_abs_residual_below
 from ._noise_expectations import residual_density_at_zero as residual_density_at_zero
+from ._signsgd import SignBasis as SignBasis
+from ._signsgd import drift_rates as drift_rates
+from ._signsgd import expected_sign as expected_sign
+from ._signsgd import noise_forcing as noise_forcing
+from ._signsgd import reshaped_noise as reshaped_noise
+from ._signsgd import sign_gain as sign_gain
+from ._signsgd import sign_noise_coefficient as sign_noise_coefficient
+from ._signsgd import signsgd_basis as signsgd_basis
+from ._signsgd import tuned_comparison as tuned_comparison
 from ._stability import check_stable as check_stable
 from ._stability import sgd_kernel_norm as sgd_kernel_norm
 from ._stability import stability_threshold as stability_threshold

@@ -1,0 +1,164 @@
+"""Clipped SGD: the mode-energy ODE in the large-intrinsic-dimension limit.
+
+Update `θ ← θ − η(k)·g·min(1, c/‖g‖)` (global-norm clipping of the minibatch
+gradient). With `‖x‖² ≈ tr K` (valid when `tr K / λ_max` is large), the
+threshold on the residual is `c' = c/√(tr K)` and, time = iteration count `k`,
+
+    dD_i/dk = −2η μ(P) λ_i D_i + η² G(P) λ_i² D_i + η² λ_i ν(P),   P = ½ Σ w_i λ_i D_i
+
+with `μ = Pr(|r| < c')`, `ν = E[min(r², c'²)]`, `G = 2 Σ_k w_k E_k[r²1{|r|<c'}]/t_k²`
+over `r = z − ε`, `z ~ N(0, 2P)` (batch 1, every noise law, exact through the
+noise's scale mixture). `G λ_i² D_i` is the finite-η part of the second moment
+of the step along mode i (`G = 2` without clipping, reproducing SGD's
+`η²λ_i²(1 + 1/B) D_i`; `G → 0` when every step is clipped). Batch `B > 1`:
+`μ_B, ν_B, G_B` of `riskcurves.theory.clip_coefficients` (Gaussian noise only).
+Coefficients: `riskcurves.theory.clip_coefficients`; derivation and measured
+accuracy: `docs/theory/clipping.md`.
+
+Options of `solve_ode(problem, ClippedSGD(...), ks, **options)`:
+`finite_lr_correction=True` (keep the `G` term).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..optimizers import ClippedSGD
+from ..problems import Problem
+from ..theory._clipping import (
+    _check_batch_noise,
+    check_intrinsic_dimension,
+    clip_coefficients,
+    prob_not_clipped,
+)
+from ._base import AbstractTheory, register
+
+__all__ = ["ClippedSGDTheory", "final_risks"]
+
+
+class ClippedSGDTheory(AbstractTheory):
+    """Mode-energy ODE of clipped SGD (see module docstring).
+
+    `lr_scale` and `clip_eff` (`c' = c/√(tr K)`, `inf` = no clipping) are array
+    leaves, so sweeps over them reuse one compilation (and can be vmapped).
+    """
+
+    lam: jax.Array
+    weights: jax.Array
+    D0: jax.Array
+    lr_scale: jax.Array
+    clip_eff: jax.Array
+    noise: object
+    schedule: Callable | None = eqx.field(static=True, default=None)
+    batch: int = eqx.field(static=True, default=1)
+    finite_lr_correction: bool = eqx.field(static=True, default=True)
+
+    def init_state(self):
+        return self.D0
+
+    def lr(self, k, D):
+        eta = self.lr_scale
+        return eta * self.schedule(k) if self.schedule is not None else eta
+
+    def risk(self, D):
+        return 0.5 * jnp.sum(self.weights * self.lam * D)
+
+    def _coefficients(self, D):
+        return clip_coefficients(self.noise, 2 * self.risk(D), self.clip_eff, self.batch)
+
+    def _rate(self, k, D, mu, g):
+        eta = self.lr(k, D)
+        a = 2 * eta * mu * self.lam
+        if self.finite_lr_correction:
+            a = a - eta**2 * g * self.lam**2
+        return a
+
+    def vector_field(self, k, D, args):
+        mu, nu, g = self._coefficients(D)
+        eta = self.lr(k, D)
+        return -self._rate(k, D, mu, g) * D + eta**2 * self.lam * nu
+
+    def damping(self, k, D, args):
+        mu, _, g = self._coefficients(D)
+        return jnp.clip(self._rate(k, D, mu, g), 0.0, None)
+
+    def observables(self, k, D):
+        p = prob_not_clipped(self.noise, 2 * self.risk(D), self.clip_eff, self.batch)
+        return {"clip_frac": 1.0 - p}
+
+
+def _theory(problem: Problem, lr, clip_eff, batch: int, finite_lr_correction: bool,
+            schedule=None) -> ClippedSGDTheory:
+    return ClippedSGDTheory(
+        lam=jnp.asarray(problem.eigenvalues),
+        weights=jnp.asarray(problem.mode_weights),
+        D0=jnp.asarray(problem.initial_energies),
+        lr_scale=jnp.asarray(lr, jnp.float64),
+        clip_eff=jnp.asarray(clip_eff, jnp.float64),
+        noise=problem.noise,
+        schedule=schedule,
+        batch=int(batch),
+        finite_lr_correction=bool(finite_lr_correction),
+    )
+
+
+@register(ClippedSGD)
+def _clipped_theory(opt: ClippedSGD, problem: Problem,
+                    finite_lr_correction: bool = True) -> ClippedSGDTheory:
+    _check_batch_noise(problem.noise, opt.batch)
+    check_intrinsic_dimension(problem, stacklevel=4)
+    c_eff = opt.clip / np.sqrt(problem.trace)
+    if opt.constant_lr:
+        return _theory(problem, opt.lr, c_eff, opt.batch, finite_lr_correction)
+    return _theory(problem, 1.0, c_eff, opt.batch, finite_lr_correction, schedule=opt.lr)
+
+
+_CHUNK = 32
+
+
+@eqx.filter_jit
+def _final(theory, etas, ceffs, t1, rtol, max_steps):
+    from ._solver import ETD2
+
+    def one(eta, c):
+        th = eqx.tree_at(lambda t: (t.lr_scale, t.clip_eff), theory, (eta, c))
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(th.vector_field), ETD2(th.damping), t0=0.0, t1=t1, dt0=None,
+            y0=th.init_state(), saveat=diffrax.SaveAt(t1=True, fn=lambda t, y, a: th.risk(y)),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=1e-30),
+            max_steps=max_steps, throw=False)
+        ok = sol.result == diffrax.RESULTS.successful
+        return jnp.where(ok, sol.ys[-1], jnp.nan)
+
+    return jax.vmap(one)(etas, ceffs)
+
+
+def final_risks(problem: Problem, lrs, clip_effs, horizon: int, *, batch: int = 1,
+                rtol: float = 1e-4, finite_lr_correction: bool = True,
+                max_steps: int = 20_000) -> np.ndarray:
+    """ODE risk at `horizon` for each pair `(lrs[j], clip_effs[j])`, in one vmapped solve.
+
+    `clip_effs` are effective thresholds `c' = c/√(tr K)`; `inf` is plain SGD
+    (`μ = 1`, `ν = (2P + σ²)/B`, `G = 1 + 1/B`). Constant step sizes only. NaN
+    marks a failed solve; a diverged run gives a huge or non-finite risk.
+    """
+    lrs = np.asarray(lrs, np.float64)
+    ce = np.broadcast_to(np.asarray(clip_effs, np.float64), lrs.shape)
+    if np.all(np.isfinite(ce)):
+        _check_batch_noise(problem.noise, batch)
+    th = _theory(problem, 1.0, 1.0, batch, finite_lr_correction)
+    e, c = lrs.ravel(), ce.ravel()
+    n = e.size
+    pad = -n % _CHUNK  # fixed chunk size: one compilation for every grid size
+    e, c = np.concatenate([e, np.full(pad, e[-1])]), np.concatenate([c, np.full(pad, c[-1])])
+    parts = [np.asarray(_final(th, jnp.asarray(e[i:i + _CHUNK]), jnp.asarray(c[i:i + _CHUNK]),
+                               float(horizon), float(rtol), int(max_steps)))
+             for i in range(0, e.size, _CHUNK)]
+    out = np.concatenate(parts)[:n].reshape(lrs.shape)
+    return np.where(np.isfinite(out), out, np.inf)

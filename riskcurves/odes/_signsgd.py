@@ -1,0 +1,200 @@
+"""SignSGD: risk ODEs for diagonal and general covariances (SPEC §5).
+
+Update `Δ ← Δ − η(k) sign(g)`, `g = (1/B) Σ_b x_b r_b`. Time is the iteration
+count `k`; `η` is per iteration. Exact one-step identity for any coordinate:
+
+    E[Δ_i'² − Δ_i² | Δ] = −2η Δ_i E[sign(g_i) | Δ] + η²          (sign² = 1)
+
+**Diagonal K** (`problem.is_diagonal`; state `D_i`, `P = ½ Σ w_i λ_i D_i`):
+
+    dD_i/dk = −2η √D_i m_i + η²
+
+- `drift="exact"` (default; alias `"arcsin"`): `m_i = E[sign(g_i) | Δ_i = √D_i]`
+  exactly (`theory.expected_sign` with `a = √(λ_i D_i)`, `rest = 2P − λ_i D_i`);
+  `B = 1`: `m_i = Σ_k w_k (2/π) arcsin(√(λ_i D_i/(2P + v_k)))` (the arcsin
+  drift; Gaussian noise: one term with `v = σ²`).
+- `drift="linear"`: `m_i = φ_B(P) √λ_i √D_i`, i.e. `dD_i/dk = −2ηφ_B √λ_i D_i + η²`.
+
+
+The damping (stiff part, integrated exactly by `ETD2`) is the secant rate
+`2η m_i/√D_i`.
+
+**General K** (dense, `d ≲ 2000`): `K̄ = Dg^(−1/4) K Dg^(−1/4) = V diag(λ̄) Vᵀ`,
+`y_j = (v_jᵀ Dg^(1/4) Δ)²`, `n_j = v_jᵀ Dg^(1/4) K̃ Dg^(1/4) v_j`,
+`K̃ = (2/π) arcsin(C)`, `P = ½ Σ λ̄_j y_j`:
+
+    dy_j/dk = −2ηφ_B(P) λ̄_j y_j + η² [n_j + (2/π) χ_B(P) (λ̄_j² y_j − (Wᵀ W λ̄² y)_j)]
+
+with `W = V ∘ V` (entrywise square). The `χ_B` term is the signal part of the
+sign covariance for `B > 1` (zero for `B = 1`, where `E[sign(g) sign(g)ᵀ] = K̃`
+exactly); see `docs/theory/signsgd.md`.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..optimizers import SignSGD
+from ..problems import Problem
+from ..theory._signsgd import SignBasis, expected_sign, sign_gain, sign_noise_coefficient
+from ._base import AbstractTheory, register
+
+__all__ = ["SignSGDDiagonalTheory", "SignSGDGeneralTheory"]
+
+_DRIFTS = ("exact", "arcsin", "linear")
+
+
+class SignSGDDiagonalTheory(AbstractTheory):
+    """Mode-energy ODE of SignSGD on a diagonal `K` (see module docstring)."""
+
+    lam: jax.Array
+    weights: jax.Array
+    D0: jax.Array
+    opt: SignSGD
+    noise: object
+    eta_scale: jax.Array
+    drift: str = eqx.field(static=True, default="exact")
+
+    def _eta(self, k):
+        return self.eta_scale * self.opt.lr_at(k)
+
+    def init_state(self):
+        return self.D0
+
+    def risk(self, D):
+        return 0.5 * jnp.sum(self.weights * self.lam * D)
+
+    def _slope(self, D):
+        """`m_i/√D_i` (finite as `D_i → 0`)."""
+        B = self.opt.batch
+        s2 = 2 * self.risk(D)
+        lin = sign_gain(self.noise, s2, B) * jnp.sqrt(self.lam)
+        if self.drift == "linear":
+            return lin
+        sq = jnp.sqrt(jnp.maximum(D, 0.0))
+        a = jnp.sqrt(self.lam) * sq
+        rest = jnp.maximum(s2 - self.lam * D, 0.0)
+        m = expected_sign(self.noise, a, rest, B)
+        small = sq < 1e-150
+        return jnp.where(small, lin, m / jnp.where(small, 1.0, sq))
+
+    def vector_field(self, k, D, args):
+        eta = self._eta(k)
+        return -2 * eta * self._slope(D) * D + eta**2
+
+    def damping(self, k, D, args):
+        return jnp.clip(2 * self._eta(k) * self._slope(D), 0.0, None)
+
+    def lr(self, k, D):
+        return self._eta(k)
+
+    def observables(self, k, D):
+        return {"phi": sign_gain(self.noise, 2 * self.risk(D), self.opt.batch)}
+
+    def expected_sign(self, delta):
+        """`E[sign(g) | Δ]` used by the ODE, for a coordinate-basis `Δ` (diagnostics)."""
+        delta = jnp.asarray(delta, jnp.float64)
+        s2 = 2 * self.risk(delta**2)
+        if self.drift == "linear":
+            return sign_gain(self.noise, s2, self.opt.batch) * jnp.sqrt(self.lam) * delta
+        return expected_sign(self.noise, jnp.sqrt(self.lam) * delta,
+                             s2 - self.lam * delta**2, self.opt.batch)
+
+
+class SignSGDGeneralTheory(AbstractTheory):
+    """SignSGD ODE on a general (dense) `K` in the `K̄` eigenbasis (see module docstring)."""
+
+    lam_bar: jax.Array
+    n: jax.Array
+    W: jax.Array
+    y0: jax.Array
+    opt: SignSGD
+    noise: object
+    eta_scale: jax.Array
+    # for diagnostics in the coordinate basis
+    K: jax.Array
+    dg: jax.Array
+
+    def init_state(self):
+        return self.y0
+
+    def _eta(self, k):
+        return self.eta_scale * self.opt.lr_at(k)
+
+    def risk(self, y):
+        return 0.5 * jnp.sum(self.lam_bar * y)
+
+    def vector_field(self, k, y, args):
+        eta = self._eta(k)
+        B = self.opt.batch
+        s2 = 2 * self.risk(y)
+        phi = sign_gain(self.noise, s2, B)
+        f = -2 * eta * phi * self.lam_bar * y + eta**2 * self.n
+        if B > 1:
+            chi = sign_noise_coefficient(self.noise, s2, B)
+            ly = self.lam_bar**2 * y
+            f = f + eta**2 * (2 / jnp.pi) * chi * (ly - self.W.T @ (self.W @ ly))
+        return f
+
+    def damping(self, k, y, args):
+        phi = sign_gain(self.noise, 2 * self.risk(y), self.opt.batch)
+        return jnp.clip(2 * self._eta(k) * phi * self.lam_bar, 0.0, None)
+
+    def lr(self, k, y):
+        return self._eta(k)
+
+    def observables(self, k, y):
+        return {"phi": sign_gain(self.noise, 2 * self.risk(y), self.opt.batch)}
+
+    def expected_sign(self, delta):
+        """Linear-response `E[sign(g) | Δ] ≈ φ_B(P) Dg^(−1/2) KΔ` (coordinate basis)."""
+        delta = jnp.asarray(delta, jnp.float64)
+        Kd = self.K @ delta
+        phi = sign_gain(self.noise, jnp.dot(delta, Kd), self.opt.batch)
+        return phi * Kd / jnp.sqrt(self.dg)
+
+
+@register(SignSGD)
+def _signsgd_theory(opt: SignSGD, problem: Problem, drift: str = "exact",
+                    basis: str = "auto"):
+    """Builder: `drift` in {"exact", "arcsin", "linear"} (diagonal K; the general-K
+    ODE is always the linear-response one); `basis` in {"auto", "diagonal",
+    "general"} ("general" forces the dense K̄ ODE, also for a diagonal K)."""
+    if drift not in _DRIFTS:
+        raise ValueError(f"`drift` must be one of {_DRIFTS}, got {drift!r}")
+    if basis not in ("auto", "diagonal", "general"):
+        raise ValueError(f"`basis` must be 'auto', 'diagonal' or 'general', got {basis!r}")
+    # a constant step size is an array leaf (`eta_scale`), so sweeps over `lr` reuse
+    # one compilation; a schedule stays in `opt`
+    eta_scale = jnp.asarray(1.0 if callable(opt.lr) else float(opt.lr), jnp.float64)
+    if not callable(opt.lr):
+        opt = SignSGD(1.0, opt.batch)
+    if basis == "auto":
+        basis = "diagonal" if problem.is_diagonal else "general"
+    if basis == "diagonal":
+        if not problem.is_diagonal:
+            raise ValueError("`basis='diagonal'` needs a diagonal K (problem.eigenvectors None)")
+        return SignSGDDiagonalTheory(
+            lam=jnp.asarray(problem.eigenvalues),
+            weights=jnp.asarray(problem.mode_weights),
+            D0=jnp.asarray(problem.initial_energies),
+            opt=opt, noise=problem.noise, eta_scale=eta_scale,
+            drift="exact" if drift == "arcsin" else drift,
+        )
+    if problem.weights is not None:
+        raise ValueError("`basis='general'` needs an uncompressed problem (weights None)")
+    if problem.d > 4096:
+        raise ValueError(f"the general-K SignSGD ODE is dense (O(d²) memory, O(d³) setup); "
+                         f"`problem.d` must be <= 4096, got {problem.d}")
+    K = problem.K
+    b = SignBasis(K)
+    delta0 = np.asarray(problem.init_delta(jnp.float64))
+    return SignSGDGeneralTheory(
+        lam_bar=jnp.asarray(b.lam_bar), n=jnp.asarray(b.n), W=jnp.asarray(b.V**2),
+        y0=jnp.asarray(b.coordinates(delta0)), opt=opt, noise=problem.noise,
+        eta_scale=eta_scale,
+        K=jnp.asarray(K), dg=jnp.asarray(b.dg),
+    )

@@ -1,0 +1,288 @@
+"""SignSVD (and Muon) on matrix least squares: the row-energy ODE (SIGNSVD.md §1–2).
+
+Exact one-step structure (`Q = polar(G)`, eigenbasis of `K`):
+
+    D_i' = D_i − 2η (QΔᵀ)_ii + η² (QQᵀ)_ii,   dD_i/dk = −2η drift_i + η² noise_i
+
+with `drift_i = E(QΔᵀ)_ii` and `noise_i = E(QQᵀ)_ii`; time = iteration count `k`.
+
+**Noise (exact projector structure).** `QQᵀ` projects onto `col(G)`, so
+`Σ_i noise_i = rank G = min(B, d, m)` exactly:
+
+- `B >= d` and `m >= d`: `noise_i = 1`;
+- `B < d` and `m >= B`: `col(G) = row space of X`, `noise_i = λ_i/(λ_i + κ0)` with
+  `Σ_j λ_j/(λ_j + κ0) = B` (independent of Δ, σ, m);
+- `m < min(B, d)`: from the deterministic equivalent below,
+  `noise_i = 1 + lim_{s→0} s g11_i(s)`, renormalised to `Σ noise_i = m`.
+
+**Drift (deterministic equivalent, closure `S = ΔΔᵀ ≈ diag(D)`).** Per mode, with
+`a_i = λ_i`, `b_i = λ_i √D_i`, `c_i = λ_i D_i + σ²` and the three scalars
+`x = (x11, x12, x22)`, `det = (1 + x12)² − x11 x22`,
+`Γ11 = −x22/det`, `Γ12 = (1 + x12)/det`, `Γ22 = −x11/det`:
+
+    M_i(s) = [[−s + Γ11 a_i, Γ12 b_i], [Γ12 b_i, 1 + Γ22 c_i]],  (g11, g12, g22)_i = M_i⁻¹
+    x11 = (1/B) Σ_i a_i g11_i,  x12 = (1/B) Σ_i b_i g12_i,
+    x22 = (1/B) [Σ_i c_i g22_i + (m − d) σ²/(1 + Γ22 σ²)]
+
+solved at each quadrature node `s = t²` by Newton's method (3×3 Jacobian by
+forward-mode AD), scanning the nodes from large to small `s` so each node starts
+from the previous node's solution (continuation; the large-`s` start is the
+explicit `g ≈ diag(−1/s, 1)`). Then, from `polar(G) = (2/π) ∫₀^∞ (t² + GGᵀ)⁻¹ G dt`,
+
+    drift_i = √D_i (2/π) ∫₀^∞ g12_i(t²) dt = ρ_i D_i,
+    ρ_i = (2/π) ∫₀^∞ −Γ12 λ_i / det M_i(t²) dt
+
+(Gauss–Legendre in `log t` on `[10^-5, 10^2]·‖G‖_est` with the head/tail
+`∫₀^{t_lo} ≈ t_lo g(t_lo²)`, `∫_{t_hi}^∞ ≈ t_hi g(t_hi²)`). The exact linearity
+`drift_i = ρ_i D_i` gives the ETD2 damping `2ηρ_i` (the field is
+`−2ηρ_i D_i + η² noise_i`). Everything is float64, jit-compiled and vectorised
+over modes; compressed spectra (`weights`) are supported: sums become
+`Σ_i w_i (…)` and `d = Σ w_i`.
+
+**Regime of validity.** The closure is exact at `k = 0` for orthogonal target rows
+(`rows="orthogonal"`, `m >= d`) and is kept by the mean flow; measured accuracy is
+in `docs/theory/signsvd.md` (1–4% on trajectories with label noise; larger errors
+on the noiseless late floor, Gaussian-row targets and `m < d`, where `ΔΔᵀ` has
+off-diagonal structure the closure ignores). Limits: `B → ∞` gives
+`drift_i → √D_i` (whitening); noise dominated gives `drift_i ∝ √λ_i D_i` for
+`λ_i ≫ κ0(B)` and `∝ λ_i D_i` (SGD-like) for `λ_i ≪ κ0(B)`.
+
+Muon (Newton–Schulz, momentum 0) is registered to the same ODE (the ODE is for
+the exact polar factor; the measured Muon gap is in the docs).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..optimizers import Muon, SignSVD
+from ._base import AbstractTheory, register
+
+__all__ = ["SignSVDTheory", "signsvd_drift_noise", "projector_kappa", "signsvd_theory"]
+
+
+def projector_kappa(lam, w, B: float) -> float:
+    """`κ0 > 0` solving `Σ_j w_j λ_j/(λ_j + κ0) = B` (needs `B < #{λ_j > 0}`)."""
+    lam, w = np.asarray(lam, np.float64), np.asarray(w, np.float64)
+    npos = float(np.sum(w[lam > 0]))
+    if not B < npos:
+        raise ValueError(f"`batch`={B} must be < the number of nonzero eigenvalues ({npos:g})")
+    lo, hi = np.log(lam[lam > 0].min() * 1e-12), np.log(lam.max() * 1e12 * max(npos, 1.0))
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        f = np.sum(w * lam / (lam + np.exp(mid)))
+        lo, hi = (mid, hi) if f > B else (lo, mid)
+    return float(np.exp(0.5 * (lo + hi)))
+
+
+def _blocks(x, s, a, lam, b, c, sigma2):
+    x11, x12, x22 = x[0], x[1], x[2]
+    det = (1 + x12) ** 2 - x11 * x22
+    G11, G12, G22 = -x22 / det, (1 + x12) / det, -x11 / det
+    A = -s + G11 * a
+    C = 1 + G22 * c
+    dM = A * C - (G12 * b) ** 2
+    # g12 / √D = −Γ12 λ / det M (finite at D = 0)
+    return C / dM, -G12 * lam / dM, A / dM, G22
+
+
+class _Equivalent(eqx.Module):
+    lam: jax.Array
+    w: jax.Array
+    m: float
+    batch: float
+    sigma2: float
+    n_nodes: int = eqx.field(static=True)
+    n_newton: int = eqx.field(static=True)
+
+    def solve(self, D):
+        """`(ρ, s·g11 at the smallest node + 1, max residual)` for row energies `D`."""
+        lam, w, B, sigma2 = self.lam, self.w, self.batch, self.sigma2
+        sqD = jnp.sqrt(jnp.clip(D, 0.0, None))
+        a, b, c = lam, lam * sqD, lam * D + sigma2
+        extra = (self.m - jnp.sum(w)) * sigma2
+
+        def T(x, s):
+            g11, g12n, g22, G22 = _blocks(x, s, a, lam, b, c, sigma2)
+            y11 = jnp.sum(w * a * g11) / B
+            y12 = jnp.sum(w * b * sqD * g12n) / B
+            y22 = (jnp.sum(w * c * g22) + extra / (1 + G22 * sigma2)) / B
+            return jnp.stack([y11, y12, y22])
+
+        def F(x, s):
+            return x - T(x, s)
+
+        jac = jax.jacfwd(F)
+        scale = jnp.sqrt(jnp.sum(w * lam**2 * D)
+                         + jnp.sum(w * lam) * (jnp.sum(w * lam * D) + self.m * sigma2) / B)
+        scale = jnp.maximum(scale, 1e-150)
+        xg, wg = np.polynomial.legendre.leggauss(self.n_nodes)
+        lo, hi = jnp.log(scale * 1e-5), jnp.log(scale * 1e2)
+        u = 0.5 * (hi - lo) * jnp.asarray(xg[::-1]) + 0.5 * (hi + lo)  # descending t
+        t = jnp.exp(u)
+        wt = 0.5 * (hi - lo) * jnp.asarray(wg[::-1]) * t
+
+        def newton(s):
+            def step(x, _):
+                dx = jnp.linalg.solve(jac(x, s), F(x, s))
+                x_new = x - dx
+                return jnp.where(jnp.all(jnp.isfinite(x_new)), x_new, x), None
+            return step
+
+        def node(carry, s):
+            # predictor: linear extrapolation in log s of (s·x11, x12, x22) from the
+            # two previous nodes; then `n_newton` Newton steps (continuation).
+            y1, y2, ls1, ls2 = carry
+            ls = jnp.log(s)
+            frac = jnp.where(ls2 != ls1, (ls - ls1) / (ls1 - ls2), 0.0)
+            y = y1 + frac * (y1 - y2)
+            x = jnp.stack([y[0] / s, y[1], y[2]])
+            x, _ = jax.lax.scan(newton(s), x, None, length=self.n_newton)
+            yn = jnp.stack([x[0] * s, x[1], x[2]])
+            return (yn, y1, ls, ls1), x
+
+        s_f = t**2
+        s0 = s_f[0]
+        y0 = jnp.stack([-jnp.sum(w * a) / B, jnp.zeros(()), (jnp.sum(w * c) + extra) / B])
+        l0 = jnp.log(s0) + 1.0
+        _, xs = jax.lax.scan(node, (y0, y0, l0, l0 + 1.0), s_f)
+        res = jax.vmap(lambda x, s: jnp.max(jnp.abs(F(x, s)) / (jnp.abs(x) + 1e-300)))(xs, t**2)
+        g11, g12n, _, _ = jax.vmap(lambda x, s: _blocks(x, s, a, lam, b, c, sigma2))(xs, t**2)
+        integ = jnp.sum(wt[:, None] * g12n, 0) + t[0] * g12n[0] + t[-1] * g12n[-1]
+        rho = (2 / jnp.pi) * integ
+        noise_small_s = 1 + t[-1] ** 2 * g11[-1]
+        return rho, noise_small_s, jnp.max(res)
+
+
+def _noise_mode(lam, w, d_eff, m, B):
+    """`("ones"|"projector"|"equivalent", fixed noise or None)`."""
+    r = min(B, d_eff, m)
+    if B >= d_eff and m >= d_eff:
+        return "ones", np.ones_like(lam)
+    if B < d_eff and m >= B:
+        k0 = projector_kappa(lam, w, B)
+        return "projector", lam / (lam + k0)
+    del r
+    return "equivalent", None
+
+
+class SignSVDTheory(AbstractTheory):
+    """Row-energy ODE of SignSVD (see module docstring). State: `D` (modes)."""
+
+    eq: _Equivalent
+    D0: jax.Array
+    noise_fixed: jax.Array | None
+    opt: object
+    rank: float
+
+    def init_state(self):
+        return self.D0
+
+    @property
+    def lam(self):
+        return self.eq.lam
+
+    @property
+    def w(self):
+        return self.eq.w
+
+    def risk(self, D):
+        return 0.5 * jnp.sum(self.w * self.lam * D)
+
+    def drift_noise(self, D):
+        """`(drift, noise, residual)` per mode (for one-step checks)."""
+        rho, noise_s, res = self.eq.solve(D)
+        if self.noise_fixed is None:
+            noise = jnp.clip(noise_s, 0.0, 1.0)
+            noise = noise * self.rank / jnp.sum(self.w * noise)
+        else:
+            noise = self.noise_fixed
+        return rho * D, noise, res
+
+    def _rates(self, k, D):
+        rho, noise_s, _ = self.eq.solve(D)
+        if self.noise_fixed is None:
+            noise = jnp.clip(noise_s, 0.0, 1.0)
+            noise = noise * self.rank / jnp.sum(self.w * noise)
+        else:
+            noise = self.noise_fixed
+        eta = self.opt.lr_at(k)
+        return 2 * eta * jnp.clip(rho, 0.0, None), eta**2 * noise
+
+    def vector_field(self, k, D, args):
+        a, f = self._rates(k, D)
+        return -a * D + f
+
+    def damping(self, k, D, args):
+        return self._rates(k, D)[0]
+
+    def lr(self, k, D):
+        return self.opt.lr_at(k)
+
+
+def signsvd_theory(opt, lam, D0, m, batch=None, sigma2=0.0, weights=None, *,
+                   n_nodes: int = 64, n_newton: int = 8) -> SignSVDTheory:
+    """Build the SignSVD ODE from a spectrum (`weights` = multiplicities, compressed).
+
+    `batch` defaults to `opt.batch`. Used by the `MatrixProblem` builder and by the
+    large-`d` phase diagram (`riskcurves.theory`).
+    """
+    lam = np.asarray(lam, np.float64)
+    D0 = np.asarray(D0, np.float64)
+    w = np.ones_like(lam) if weights is None else np.asarray(weights, np.float64)
+    if not (lam.shape == D0.shape == w.shape) or lam.ndim != 1:
+        raise ValueError(f"`lam`, `D0`, `weights` must be 1-D of equal shape, got "
+                         f"{lam.shape}, {D0.shape}, {w.shape}")
+    B = int(opt.batch if batch is None else batch)
+    if not m >= 1:
+        raise ValueError(f"`m` must be >= 1, got {m}")
+    if not (n_nodes >= 8 and n_newton >= 1):
+        raise ValueError(f"`n_nodes` must be >= 8 and `n_newton` >= 1, got {n_nodes}, "
+                         f"{n_newton}")
+    d_eff = float(np.sum(w))
+    _, noise = _noise_mode(lam, w, d_eff, float(m), B)
+    eq = _Equivalent(jnp.asarray(lam), jnp.asarray(w), float(m), float(B), float(sigma2),
+                     int(n_nodes), int(n_newton))
+    return SignSVDTheory(eq, jnp.asarray(D0), None if noise is None else jnp.asarray(noise),
+                         opt, float(min(B, d_eff, m)))
+
+
+def _check_matrix(problem, opt):
+    if not hasattr(problem, "m"):
+        raise ValueError(f"{type(opt).__name__} needs a matrix problem (rc.MatrixProblem), "
+                         f"got {type(problem).__name__}")
+
+
+@register(SignSVD)
+def _signsvd_builder(opt, problem, n_nodes: int = 64, n_newton: int = 8) -> SignSVDTheory:
+    _check_matrix(problem, opt)
+    return signsvd_theory(opt, problem.eigenvalues, problem.initial_energies, problem.m,
+                          sigma2=problem.sigma2, weights=problem.weights, n_nodes=n_nodes,
+                          n_newton=n_newton)
+
+
+@register(Muon)
+def _muon_builder(opt, problem, n_nodes: int = 64, n_newton: int = 8) -> SignSVDTheory:
+    """Muon is predicted by the exact-polar SignSVD ODE (momentum 0 only)."""
+    if opt.momentum != 0:
+        raise ValueError(f"the SignSVD ODE predicts Muon with `momentum`=0 only, got "
+                         f"{opt.momentum}")
+    return _signsvd_builder(opt, problem, n_nodes, n_newton)
+
+
+def signsvd_drift_noise(problem, D=None, batch: int = 1, **options):
+    """One-step theory on `problem` at row energies `D` (default `D(0)`):
+    `(drift, noise)` numpy arrays (float64)."""
+    th = signsvd_theory(SignSVD(1.0, batch), problem.eigenvalues,
+                        problem.initial_energies if D is None else D, problem.m,
+                        sigma2=problem.sigma2, **options)
+    dr, no, _ = _jit_dn(th, th.D0)
+    return np.asarray(dr), np.asarray(no)
+
+
+@eqx.filter_jit
+def _jit_dn(th, D):
+    return th.drift_noise(D)

@@ -1,0 +1,152 @@
+"""The ETD2 exponential integrator and `solve_ode` against exact solutions."""
+
+import math
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import riskcurves as rc
+from riskcurves.odes import ETD2, AbstractTheory, solve_theory
+
+
+class _LinearDiagonal(AbstractTheory):
+    """`dy/dk = −a ⊙ y + b`: ETD2 integrates it exactly (any step size)."""
+
+    a: jax.Array
+    b: jax.Array
+    y0: jax.Array
+
+    def init_state(self):
+        return self.y0
+
+    def vector_field(self, k, y, args):
+        return -self.a * y + self.b
+
+    def damping(self, k, y, args):
+        return self.a
+
+    def risk(self, y):
+        return 0.5 * jnp.sum(y)
+
+    def observables(self, k, y):
+        return {"y": y}
+
+
+def test_linear_diagonal_is_exact():
+    a = jnp.asarray(np.logspace(-9, 2, 12))  # rates over 11 decades
+    b = jnp.asarray(np.linspace(0.0, 1.0, 12))
+    y0 = jnp.asarray(np.linspace(2.0, 0.5, 12))
+    ks = np.array([0, 1, 7, 100, 10_000, 1_000_000])
+    # a loose tolerance: the solver takes few, huge steps, yet must be exact
+    risk, _, obs, info = solve_theory(_LinearDiagonal(a, b, y0), ks, rtol=1e-2)
+    A, Bv, Y0 = (np.asarray(v)[None, :] for v in (a, b, y0))
+    kk = ks[:, None].astype(float)
+    exact = Bv / A + (Y0 - Bv / A) * np.exp(-A * kk)
+    rel = np.max(np.abs(obs["y"] - exact) / np.abs(exact))
+    # exact up to round-off amplified by the step: h·eps·|f| ~ 1e6 · 1e-16
+    assert rel < 2e-9, f"ETD2 on a linear diagonal system: max rel err {rel:.2e} (want exact)"
+    assert np.allclose(risk, 0.5 * exact.sum(axis=1), rtol=1e-12)
+    assert info["num_steps"] < 60, f"{info['num_steps']} steps for an exactly solvable system"
+
+
+def test_single_mode_noiseless_sgd():
+    """d = 1, σ = 0: `D(k) = D0 exp(−(2ηλ − η²λ²(1 + 2/B)) k)` (P = ½λD feeds back)."""
+    lam, D0, eta, B = 0.7, 2.0, 0.9, 3
+    p = rc.Problem([lam], [D0], rc.Noiseless())
+    ks = np.array([0, 1, 2, 5, 10, 20, 40])
+    curve = rc.solve_ode(p, rc.SGD(eta, B), ks, rtol=1e-8)
+    rate = 2 * eta * lam - eta**2 * lam**2 * (1 + 2 / B)
+    exact = 0.5 * lam * D0 * np.exp(-rate * ks)
+    rel = np.max(np.abs(curve.risk / exact - 1))
+    assert rel < 1e-6, f"single mode: max rel err {rel:.2e} at rtol 1e-8 (rate {rate:.4f})"
+
+
+def _flat_case():
+    d, lam, eta, B, sigma = 50, 0.02, 0.8, 2, 0.3
+    p = rc.Flat(d, lam, rc.Gaussian(sigma), initial_energy=1.0)
+    a = 2 * eta * lam - eta**2 * lam**2 * (1 + 1 / B)
+    c = a - eta**2 * lam**2 * d / B
+    p_inf = eta**2 * lam**2 * d * sigma**2 / (2 * B * c)
+    exact = lambda k: p_inf + (p.initial_risk - p_inf) * np.exp(-c * np.asarray(k, float))
+    return p, rc.SGD(eta, B), exact
+
+
+def test_flat_spectrum_closed_form_and_rtol():
+    """Flat spectrum: `dP/dk = −c P + η²λ²dσ²/(2B)` with `c = 2ηλ − η²λ²(1 + 1/B + d/B)`."""
+    p, opt, exact = _flat_case()
+    ks = rc.checkpoints(2000, 25)
+    errs, steps = [], []
+    for rtol in (1e-3, 1e-4, 1e-5, 1e-6):
+        curve = rc.solve_ode(p, opt, ks, rtol=rtol)
+        errs.append(np.max(np.abs(curve.risk / exact(ks) - 1)))
+        steps.append(curve.meta["solver"]["num_steps"])
+    msg = f"rtol 1e-3..1e-6: max rel err {np.array(errs)}, steps {steps}"
+    assert all(e < 30 * r for e, r in zip(errs, (1e-3, 1e-4, 1e-5, 1e-6))), msg
+    assert errs[-1] < 1e-5, msg
+    assert all(e2 < e1 for e1, e2 in zip(errs, errs[1:])), msg
+    assert all(s2 > s1 for s1, s2 in zip(steps, steps[1:])), msg
+
+
+def test_convergence_order_two():
+    """Fixed steps on the flat-spectrum SGD ODE: log-log slope of error vs h ≈ 2."""
+    p, opt, exact = _flat_case()
+    th = rc.odes.theory_for(opt, p)
+    T = 200.0
+
+    @jax.jit
+    def final_risk(dt):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(th.vector_field), ETD2(th.damping), 0.0, T, dt, th.init_state(),
+            stepsize_controller=diffrax.ConstantStepSize(), saveat=diffrax.SaveAt(t1=True),
+            max_steps=256,
+        )
+        return th.risk(sol.ys[0])
+
+    ns = np.array([4, 8, 16, 32, 64])
+    errs = np.array([abs(float(final_risk(T / n)) / exact(T) - 1) for n in ns])
+    slope = -np.polyfit(np.log(ns), np.log(errs), 1)[0]
+    assert 1.85 < slope < 2.15, f"observed order {slope:.3f} (errors {errs})"
+
+
+def test_stiff_power_law_long_horizon():
+    """d = 2000, λ from 1 down to 1e-9, horizon 1e6 iterations: few steps, accurate."""
+    d = 2000
+    alpha = 9 / math.log10(d)  # λ_min = d^(−α) = 1e-9
+    p = rc.PowerLaw(d, alpha, 0.0, rc.Gaussian(0.1))
+    assert abs(p.eigenvalues[-1] / 1e-9 - 1) < 1e-9
+    opt = rc.SGD(0.5, 4)
+    ks = rc.checkpoints(10**6, 40)
+    fast = rc.solve_ode(p, opt, ks, rtol=1e-4)
+    ref = rc.solve_ode(p, opt, ks, rtol=1e-6)
+    n_fast = fast.meta["solver"]["num_steps"]
+    n_ref = ref.meta["solver"]["num_steps"]
+    err = np.max(np.abs(fast.risk / ref.risk - 1))
+    # an explicit scheme would need ~ 2ηλ_max·k_max = 1e6 steps here
+    assert n_fast < 1500, f"rtol 1e-4: {n_fast} steps over 1e6 iterations (want < 1500)"
+    assert n_ref < 30_000, f"rtol 1e-6: {n_ref} steps over 1e6 iterations (want < 30000)"
+    assert err < 2e-3, f"rtol 1e-4 vs 1e-6 reference: max rel err {err:.2e} ({n_fast} steps)"
+
+
+def test_one_call_equals_separate_calls_and_t0():
+    p, opt, exact = _flat_case()
+    ks = rc.checkpoints(2000, 25)  # same shape as above: no new compilation
+    together = rc.solve_ode(p, opt, ks, rtol=1e-7)
+    for i in (1, 5, 12, len(ks) - 1):
+        k = ks[i]
+        alone = rc.solve_ode(p, opt, [0, k], rtol=1e-7)
+        assert abs(alone.risk[0] / p.initial_risk - 1) < 1e-14
+        rel = abs(alone.risk[1] / together.risk[i] - 1)
+        assert rel < 2e-6, f"k={k}: separate call differs by {rel:.2e} (rtol 1e-7)"
+    assert abs(together.risk[0] / p.initial_risk - 1) < 1e-14, "t = 0 must give P(0)"
+    only0 = rc.solve_ode(p, opt, [0])
+    assert only0.risk.shape == (1,) and abs(only0.risk[0] / p.initial_risk - 1) < 1e-14
+
+
+@pytest.mark.parametrize("ks", [[5, 3], [0, 1.5], [-1, 2], []],
+                         ids=["decreasing", "fractional", "negative", "empty"])
+def test_bad_checkpoints(ks):
+    with pytest.raises(ValueError, match="`checkpoints`"):
+        rc.solve_ode(rc.Flat(4), rc.SGD(0.1), ks)
