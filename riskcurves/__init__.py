@@ -33,18 +33,27 @@ from .optimizers import AdaGradNorm as AdaGradNorm  # noqa: E402
 from .optimizers import ClippedSGD as ClippedSGD  # noqa: E402
 from .optimizers import LineSearch as LineSearch  # noqa: E402
 from .optimizers import SignSGD as SignSGD  # noqa: E402
+from .optimizers import MatrixSignSGD as MatrixSignSGD  # noqa: E402
+from .optimizers import Muon as Muon  # noqa: E402
+from .optimizers import SignSVD as SignSVD  # noqa: E402
 from .optimizers import power_decay as power_decay  # noqa: E402
 from .plotting import plot_compare as plot_compare  # noqa: E402
 from .problems import AbstractNoise as AbstractNoise  # noqa: E402
 from .problems import Flat as Flat  # noqa: E402
 from .problems import Gaussian as Gaussian  # noqa: E402
 from .problems import GaussianMixture as GaussianMixture  # noqa: E402
+from .problems import MatrixPowerLaw as MatrixPowerLaw  # noqa: E402
+from .problems import MatrixProblem as MatrixProblem  # noqa: E402
 from .problems import Noiseless as Noiseless  # noqa: E402
 from .problems import PowerLaw as PowerLaw  # noqa: E402
 from .problems import Problem as Problem  # noqa: E402
 from .problems import StudentT as StudentT  # noqa: E402
 from .problems import TwoLevel as TwoLevel  # noqa: E402
 from .problems import random_rotation as random_rotation  # noqa: E402
+from .simulate import adagrad_norm as adagrad_norm  # noqa: E402
+from .simulate import oracle_line_search as oracle_line_search  # noqa: E402
 from .simulate import simulate as simulate  # noqa: E402
+from .theory import clipped_gain_ratio as clipped_gain_ratio  # noqa: E402
+from .theory import compare_clipped_sgd as compare_clipped_sgd  # noqa: E402
 
 __version__ = "0.1.0"

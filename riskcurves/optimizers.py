@@ -44,7 +44,8 @@ def check_lr(lr, name: str = "lr"):
     try:
         v = float(lr)
     except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a float > 0 or a schedule k -> lr, got {lr!r}") from None
+        raise ValueError(
+            f"`{name}` must be a float > 0 or a schedule k -> lr, got {lr!r}") from None
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"`{name}` must be finite and > 0, got {lr!r}")
     return v

@@ -36,38 +36,40 @@ def test_compressed_vs_full_sgd_d1e5():
                  rc.compress(prob)]:
         assert comp.n_modes < d / 100, f"{comp.label}: {comp.n_modes} nodes"
         assert comp.d == d
-        c = rc.solve_ode(comp, opt, ks, rtol=1e-8)
+        c = rc.solve_ode(comp, opt, ks, rtol=1e-7, max_steps=10**6)
         err = _maxrel(c.risk, full.risk)
         assert err < _TOL, (f"{comp.label} ({comp.n_modes} nodes) vs full d={d}: "
                             f"max rel err {err:.2e} >= {_TOL}")
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # clipping: small tr K / λ_max note
 @pytest.mark.parametrize("name", ["signsgd", "clipped", "adagrad"])
 def test_compressed_vs_full_other_odes(name):
     """Every diagonal-K ODE that uses `problem.mode_weights` gets compression for free."""
-    d = 4096
+    d = 1024
     prob = rc.PowerLaw(d, 1.5, 0.5, rc.Gaussian(0.1))
     opts = {"signsgd": lambda: rc.SignSGD(1e-3, batch=4),
             "clipped": lambda: rc.ClippedSGD(0.3, clip=1.0, batch=1),
             "adagrad": lambda: rc.AdaGradNorm(0.5, batch=4)}
     opt = opts[name]()
-    ks = rc.checkpoints(3000, 20)
-    full = rc.solve_ode(prob, opt, ks, rtol=1e-7)
+    ks = rc.checkpoints(1000, 20)
+    full = rc.solve_ode(prob, opt, ks, rtol=1e-6, max_steps=10**6)
     comp = rc.PowerLaw(d, 1.5, 0.5, rc.Gaussian(0.1), compressed=True)
-    c = rc.solve_ode(comp, opt, ks, rtol=1e-8)
+    c = rc.solve_ode(comp, opt, ks, rtol=1e-7, max_steps=10**6)
     err = _maxrel(c.risk, full.risk)
     assert err < _TOL, f"{name}: compressed ({comp.n_modes} nodes) vs full d={d}: {err:.2e}"
 
 
 def test_converges_as_d_to_inf():
     opt = rc.SGD(0.5, batch=4)
-    ks = rc.checkpoints(10**6, 30)
+    ks = rc.checkpoints(10**5, 30)
     noise = rc.Gaussian(0.1)
-    inf = rc.solve_ode(rc.PowerLaw(math.inf, 1.5, 0.5, noise), opt, ks, rtol=1e-7)
+    kw = dict(rtol=1e-6, max_steps=10**6)
+    inf = rc.solve_ode(rc.PowerLaw(math.inf, 1.5, 0.5, noise), opt, ks, **kw)
     assert np.all(np.isfinite(inf.risk))
     errs = []
     for d in [10**3, 10**4, 10**5, 10**6]:
-        c = rc.solve_ode(rc.PowerLaw(d, 1.5, 0.5, noise, compressed=True), opt, ks, rtol=1e-7)
+        c = rc.solve_ode(rc.PowerLaw(d, 1.5, 0.5, noise, compressed=True), opt, ks, **kw)
         errs.append(_maxrel(c.risk, inf.risk))
     assert all(b < a / 3 for a, b in zip(errs, errs[1:])), (
         f"max rel diff to d=inf for d=1e3..1e6: {errs} (must shrink > 3x per 10x d)")
@@ -96,7 +98,7 @@ def test_long_horizon_cost_is_logarithmic_with_noise():
 def test_no_nan_when_risk_underflows():
     p = rc.Flat(100, 0.01)                    # noiseless, exact decay ~ e^(-0.0097 k)
     opt = rc.SGD(0.9, batch=1)
-    ks = rc.checkpoints(10**6, 30)
+    ks = rc.checkpoints(2 * 10**5, 30)
     c = rc.solve_ode(p, opt, ks)
     assert c.ok and np.all(np.isfinite(c.risk)) and np.all(c.risk >= 0), c.risk
     assert np.all(np.diff(c.risk) <= 0)

@@ -47,7 +47,7 @@ def test_simulation_matches_exact_recursion(B, law):
     thr = rc.theory.stability_threshold(rc.SGD(1.0, B), p)
     opt = rc.SGD(0.5 * thr, B)
     ks = rc.checkpoints(160, 14)
-    n_runs = 1200
+    n_runs = 1200 if B == 1 else 500  # (B = 8 averages 8 samples per step)
     rec = rc.sgd_recursion(p, opt, ks)
     ref = _numpy_recursion(p.eigenvalues, p.initial_energies, opt.lr, B, SIGMA**2, ks[-1])[ks]
     assert np.max(np.abs(rec.risk / ref - 1)) < 1e-12, "rc.sgd_recursion != numpy recursion"
@@ -106,7 +106,7 @@ def test_ode_vs_simulation_alpha08_d4000():
     assert e4000 < _TOL_08 and e4000 < e1000, msg
 
 
-_TOL_15 = 0.12
+_TOL_15 = 0.10
 
 
 def _top_case(d):
@@ -118,19 +118,19 @@ def _top_case(d):
 def test_ode_vs_simulation_alpha15(d):
     """alpha = 1.5: the risk sits in O(1) top modes, so neither the ODE-recursion gap nor
     the Monte-Carlo error depends on d (docs/theory/sgd.md); we check the tolerance at
-    both sizes. The O(eta*lambda_max) early gap is excluded by k >= 100 for the plain ODE
-    (gap < 0.6% there) and by `exact_rates=True` from k >= 10 (gap < 1.5%)."""
+    d = 1000 (and d = 250 under `slow`). The O(eta*lambda_max) early gap (20% at k = 1,
+    5.5% at k = 10, tested against the recursion in
+    `test_ode_recursion_gap_scales_with_eta_lambda_max`) is excluded by k >= 100, where
+    the plain ODE is within 0.6% of the exact mean."""
     p, opt = _top_case(d)
     n_runs = 48
     sims = rc.simulate(p, opt, _KS_B, n_runs=n_runs, seed=2)
     plain = rc.solve_ode(p, opt, _KS_B)
-    exact = rc.solve_ode(p, opt, _KS_B, exact_rates=True)
     e_plain = rc.max_rel_err(plain, sims, k_min=100)
-    e_exact = rc.max_rel_err(exact, sims, k_min=10)
     rel_se = np.max(sims.stderr[1:] / sims.risk[1:])
-    msg = (f"alpha=1.5 d={d} B=4 lr=0.4 {n_runs} runs: plain ODE k>=100 {e_plain:.4f}, "
-           f"exact-rate ODE k>=10 {e_exact:.4f} (tol {_TOL_15}); max stderr/mean {rel_se:.4f}")
-    assert e_plain < _TOL_15 and e_exact < _TOL_15, msg
+    msg = (f"alpha=1.5 d={d} B=4 lr=0.4 {n_runs} runs: plain ODE k>=100 {e_plain:.4f} "
+           f"(tol {_TOL_15}); max stderr/mean {rel_se:.4f}")
+    assert e_plain < _TOL_15, msg
 
 
 # ---- (c) ODE vs recursion: the discretisation gap ----------------------------------
@@ -241,15 +241,17 @@ def test_rotated_covariance():
     opt = rc.SGD(0.5 * thr, B)
     ks = rc.checkpoints(160, 14)
     assert rc.theory.stability_threshold(opt, rot) == thr
-    o_diag = rc.solve_ode(diag, opt, ks)
+    # SGD is rotation invariant: the ODE depends on the spectrum and D(0) only
+    th_d, th_r = rc.odes.theory_for(opt, diag), rc.odes.theory_for(opt, rot)
+    for f in ("lam", "D0", "weights", "sigma2"):
+        np.testing.assert_array_equal(getattr(th_r, f), getattr(th_d, f))
     o_rot = rc.solve_ode(rot, opt, ks)
-    np.testing.assert_array_equal(o_rot.risk, o_diag.risk)
     rec = rc.sgd_recursion(rot, opt, ks)
-    sims = rc.simulate(rot, opt, ks, n_runs=1500, seed=5)
+    sims = rc.simulate(rot, opt, ks, n_runs=500, seed=5)
     z = _z(sims, rec.risk)
     e_ode = rc.max_rel_err(o_rot, sims, 1)
     gap = rc.max_rel_err(rec, o_rot, 1)
-    msg = (f"rotated d=48 B=8, 1500 runs: max|z| vs recursion {np.max(np.abs(z)):.2f} "
+    msg = (f"rotated d=48 B=8, 500 runs: max|z| vs recursion {np.max(np.abs(z)):.2f} "
            f"(tol 4.5), ODE-sim {e_ode:.4f} (tol ODE-recursion gap {gap:.4f} + 0.03)")
     assert np.max(np.abs(z)) < 4.5 and abs(z.mean()) < 2.5, msg
     assert e_ode < gap + 0.03, msg

@@ -150,3 +150,13 @@ def test_one_call_equals_separate_calls_and_t0():
 def test_bad_checkpoints(ks):
     with pytest.raises(ValueError, match="`checkpoints`"):
         rc.solve_ode(rc.Flat(4), rc.SGD(0.1), ks)
+
+
+def test_solver_failure_is_not_reported_as_divergence():
+    """Too few steps: `SolverError` (not `DivergenceError`), or `status="solver_failed"`."""
+    p, opt, _ = _flat_case()
+    ks = rc.checkpoints(2000, 25)
+    with pytest.raises(rc.SolverError, match="max_steps"):
+        rc.solve_ode(p, opt, ks, max_steps=8)
+    curve = rc.solve_ode(p, opt, ks, max_steps=8, throw=False)
+    assert curve.status == "solver_failed", (curve.status, curve.message)

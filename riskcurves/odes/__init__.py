@@ -6,6 +6,7 @@ from . import _clipping as _clipping  # registers ClippedSGD
 from . import _adagrad as _adagrad  # registers AdaGradNorm
 from . import _linesearch as _linesearch  # registers LineSearch
 from . import _signsvd as _signsvd  # registers SignSVD, Muon
+from . import _matrix_signsgd as _matrix_signsgd  # registers MatrixSignSGD
 from ._base import AbstractTheory as AbstractTheory
 from ._clipping import ClippedSGDTheory as ClippedSGDTheory
 from ._base import register as register

@@ -23,9 +23,16 @@ The damping (stiff part, integrated exactly by `ETD2`) is the secant rate
 `y_j = (v_jᵀ Dg^(1/4) Δ)²`, `n_j = v_jᵀ Dg^(1/4) K̃ Dg^(1/4) v_j`,
 `K̃ = (2/π) arcsin(C)`, `P = ½ Σ λ̄_j y_j`:
 
-    dy_j/dk = −2ηφ_B(P) λ̄_j y_j + η² [n_j + (2/π) χ_B(P) (λ̄_j² y_j − (Wᵀ W λ̄² y)_j)]
+    dy_j/dk = −2ηφ̂ λ̄_j y_j + η² [n_j + (2/π) χ_B(P) (λ̄_j² y_j − (Wᵀ W λ̄² y)_j)]
 
-with `W = V ∘ V` (entrywise square). The `χ_B` term is the signal part of the
+with `W = V ∘ V` (entrywise square). `drift="linear"`: `φ̂ = φ_B(P)` (SPEC §5).
+`drift="exact"` (default): `φ̂ = E[a m(a)]/s_a²`, `a ~ N(0, s_a²)`, the
+statistical (Bussgang) linearisation of the exact per-coordinate response
+`m(a) = E[sign(g_i) | a_i = a]` (`theory.expected_sign`, `rest = 2P − a²`) over
+the coordinates' signals `a_i = (KΔ)_i/√K_ii`, whose mean square is
+`s_a² = (1/d) Σ_l (Σ_i V_il² Dg_i^(−1/2)) λ̄_l² y_l`; it tends to `φ_B` when
+`s_a² ≪ 2P` (large intrinsic dimension `tr K/λ_max`) and corrects the
+`arcsin` curvature when a few eigenvalues dominate. The `χ_B` term is the signal part of the
 sign covariance for `B > 1` (zero for `B = 1`, where `E[sign(g) sign(g)ᵀ] = K̃`
 exactly); see `docs/theory/signsgd.md`.
 """
@@ -110,13 +117,17 @@ class SignSGDGeneralTheory(AbstractTheory):
     lam_bar: jax.Array
     n: jax.Array
     W: jax.Array
+    g: jax.Array
     y0: jax.Array
     opt: SignSGD
     noise: object
     eta_scale: jax.Array
+    nodes: jax.Array
+    qweights: jax.Array
     # for diagnostics in the coordinate basis
     K: jax.Array
     dg: jax.Array
+    drift: str = eqx.field(static=True, default="exact")
 
     def init_state(self):
         return self.y0
@@ -127,11 +138,23 @@ class SignSGDGeneralTheory(AbstractTheory):
     def risk(self, y):
         return 0.5 * jnp.sum(self.lam_bar * y)
 
+    def gain(self, y):
+        """`φ̂`: `φ_B(P)` (linear) or its Bussgang linearisation (exact; see module)."""
+        B = self.opt.batch
+        s2 = 2 * self.risk(y)
+        if self.drift == "linear":
+            return sign_gain(self.noise, s2, B)
+        sa2 = jnp.maximum(jnp.sum(self.g * self.lam_bar**2 * y) / self.g.shape[0], 1e-300)
+        sa2 = jnp.minimum(sa2, s2)
+        a = jnp.sqrt(sa2) * self.nodes
+        m = expected_sign(self.noise, a, s2 - a**2, B)
+        return jnp.sum(self.qweights * a * m) / sa2
+
     def vector_field(self, k, y, args):
         eta = self._eta(k)
         B = self.opt.batch
         s2 = 2 * self.risk(y)
-        phi = sign_gain(self.noise, s2, B)
+        phi = self.gain(y)
         f = -2 * eta * phi * self.lam_bar * y + eta**2 * self.n
         if B > 1:
             chi = sign_noise_coefficient(self.noise, s2, B)
@@ -140,8 +163,7 @@ class SignSGDGeneralTheory(AbstractTheory):
         return f
 
     def damping(self, k, y, args):
-        phi = sign_gain(self.noise, 2 * self.risk(y), self.opt.batch)
-        return jnp.clip(2 * self._eta(k) * phi * self.lam_bar, 0.0, None)
+        return jnp.clip(2 * self._eta(k) * self.gain(y) * self.lam_bar, 0.0, None)
 
     def lr(self, k, y):
         return self._eta(k)
@@ -150,7 +172,7 @@ class SignSGDGeneralTheory(AbstractTheory):
         return {"phi": sign_gain(self.noise, 2 * self.risk(y), self.opt.batch)}
 
     def expected_sign(self, delta):
-        """Linear-response `E[sign(g) | Δ] ≈ φ_B(P) Dg^(−1/2) KΔ` (coordinate basis)."""
+        """Linear response `E[sign(g) | Δ] ≈ φ_B(P) Dg^(−1/2) KΔ` (coordinate basis)."""
         delta = jnp.asarray(delta, jnp.float64)
         Kd = self.K @ delta
         phi = sign_gain(self.noise, jnp.dot(delta, Kd), self.opt.batch)
@@ -160,8 +182,7 @@ class SignSGDGeneralTheory(AbstractTheory):
 @register(SignSGD)
 def _signsgd_theory(opt: SignSGD, problem: Problem, drift: str = "exact",
                     basis: str = "auto"):
-    """Builder: `drift` in {"exact", "arcsin", "linear"} (diagonal K; the general-K
-    ODE is always the linear-response one); `basis` in {"auto", "diagonal",
+    """Builder: `drift` in {"exact", "arcsin", "linear"} (see module docstring); `basis` in {"auto", "diagonal",
     "general"} ("general" forces the dense K̄ ODE, also for a diagonal K)."""
     if drift not in _DRIFTS:
         raise ValueError(f"`drift` must be one of {_DRIFTS}, got {drift!r}")
@@ -192,8 +213,11 @@ def _signsgd_theory(opt: SignSGD, problem: Problem, drift: str = "exact",
     K = problem.K
     b = SignBasis(K)
     delta0 = np.asarray(problem.init_delta(jnp.float64))
+    x, wq = np.polynomial.hermite_e.hermegauss(24)
     return SignSGDGeneralTheory(
         lam_bar=jnp.asarray(b.lam_bar), n=jnp.asarray(b.n), W=jnp.asarray(b.V**2),
+        g=jnp.asarray((b.V**2).T @ b.dg**-0.5), nodes=jnp.asarray(x),
+        qweights=jnp.asarray(wq / wq.sum()), drift="linear" if drift == "linear" else "exact",
         y0=jnp.asarray(b.coordinates(delta0)), opt=opt, noise=problem.noise,
         eta_scale=eta_scale,
         K=jnp.asarray(K), dg=jnp.asarray(b.dg),

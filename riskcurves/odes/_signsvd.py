@@ -53,6 +53,8 @@ the exact polar factor; the measured Muon gap is in the docs).
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -125,30 +127,47 @@ class _Equivalent(eqx.Module):
         t = jnp.exp(u)
         wt = 0.5 * (hi - lo) * jnp.asarray(wg[::-1]) * t
 
+        def merit(x, s):
+            return jnp.sum((F(x, s) / (jnp.abs(x) + 1e-300)) ** 2)
+
+        steps = jnp.asarray([1.0, 0.5, 0.2, 0.05])
+
         def newton(s):
+            # damped Newton: the best of 4 step lengths by relative residual (merit)
             def step(x, _):
                 dx = jnp.linalg.solve(jac(x, s), F(x, s))
-                x_new = x - dx
-                return jnp.where(jnp.all(jnp.isfinite(x_new)), x_new, x), None
+                cands = x[None, :] - steps[:, None] * dx[None, :]
+                mer = jax.vmap(lambda xc: merit(xc, s))(cands)
+                mer = jnp.where(jnp.isfinite(mer), mer, jnp.inf)
+                best = cands[jnp.argmin(mer)]
+                ok = jnp.min(mer) < merit(x, s)
+                return jnp.where(ok, best, x), None
             return step
 
+        def to_z(x):  # x11 < 0 < x22 on the physical branch; x12 may cross 0
+            return jnp.stack([jnp.log(jnp.maximum(-x[0], 1e-300)), x[1],
+                              jnp.log(jnp.maximum(x[2], 1e-300))])
+
+        def from_z(z):
+            return jnp.stack([-jnp.exp(z[0]), z[1], jnp.exp(z[2])])
+
         def node(carry, s):
-            # predictor: linear extrapolation in log s of (s·x11, x12, x22) from the
-            # two previous nodes; then `n_newton` Newton steps (continuation).
-            y1, y2, ls1, ls2 = carry
+            # predictor: linear extrapolation in log s of (log(−x11), x12, log x22)
+            # from the two previous nodes; then `n_newton` damped Newton steps.
+            z1, z2, ls1, ls2 = carry
             ls = jnp.log(s)
             frac = jnp.where(ls2 != ls1, (ls - ls1) / (ls1 - ls2), 0.0)
-            y = y1 + frac * (y1 - y2)
-            x = jnp.stack([y[0] / s, y[1], y[2]])
+            x = from_z(z1 + frac * (z1 - z2))
             x, _ = jax.lax.scan(newton(s), x, None, length=self.n_newton)
-            yn = jnp.stack([x[0] * s, x[1], x[2]])
-            return (yn, y1, ls, ls1), x
+            return (to_z(x), z1, ls, ls1), x
 
         s_f = t**2
         s0 = s_f[0]
-        y0 = jnp.stack([-jnp.sum(w * a) / B, jnp.zeros(()), (jnp.sum(w * c) + extra) / B])
-        l0 = jnp.log(s0) + 1.0
-        _, xs = jax.lax.scan(node, (y0, y0, l0, l0 + 1.0), s_f)
+        x0 = jnp.stack([-jnp.sum(w * a) / (B * s0), jnp.zeros(()),
+                        (jnp.sum(w * c) + extra) / B])
+        z0 = to_z(x0)
+        l0 = jnp.log(s0)
+        _, xs = jax.lax.scan(node, (z0, z0, l0, l0 + 1.0), s_f)
         res = jax.vmap(lambda x, s: jnp.max(jnp.abs(F(x, s)) / (jnp.abs(x) + 1e-300)))(xs, t**2)
         g11, g12n, _, _ = jax.vmap(lambda x, s: _blocks(x, s, a, lam, b, c, sigma2))(xs, t**2)
         integ = jnp.sum(wt[:, None] * g12n, 0) + t[0] * g12n[0] + t[-1] * g12n[-1]
@@ -175,8 +194,9 @@ class SignSVDTheory(AbstractTheory):
     eq: _Equivalent
     D0: jax.Array
     noise_fixed: jax.Array | None
-    opt: object
-    rank: float
+    eta: jax.Array | None  # constant step size (traced: no recompilation per lr)
+    schedule: object = eqx.field(static=True)  # k -> η(k), or None
+    rank: jax.Array = eqx.field(default=None)
 
     def init_state(self):
         return self.D0
@@ -209,7 +229,7 @@ class SignSVDTheory(AbstractTheory):
             noise = noise * self.rank / jnp.sum(self.w * noise)
         else:
             noise = self.noise_fixed
-        eta = self.opt.lr_at(k)
+        eta = self.lr(k, D)
         return 2 * eta * jnp.clip(rho, 0.0, None), eta**2 * noise
 
     def vector_field(self, k, D, args):
@@ -220,11 +240,13 @@ class SignSVDTheory(AbstractTheory):
         return self._rates(k, D)[0]
 
     def lr(self, k, D):
-        return self.opt.lr_at(k)
+        if self.schedule is not None:
+            return jnp.asarray(self.schedule(k), jnp.float64)
+        return self.eta
 
 
 def signsvd_theory(opt, lam, D0, m, batch=None, sigma2=0.0, weights=None, *,
-                   n_nodes: int = 64, n_newton: int = 8) -> SignSVDTheory:
+                   n_nodes: int = 48, n_newton: int = 3) -> SignSVDTheory:
     """Build the SignSVD ODE from a spectrum (`weights` = multiplicities, compressed).
 
     `batch` defaults to `opt.batch`. Used by the `MatrixProblem` builder and by the
@@ -244,10 +266,12 @@ def signsvd_theory(opt, lam, D0, m, batch=None, sigma2=0.0, weights=None, *,
                          f"{n_newton}")
     d_eff = float(np.sum(w))
     _, noise = _noise_mode(lam, w, d_eff, float(m), B)
-    eq = _Equivalent(jnp.asarray(lam), jnp.asarray(w), float(m), float(B), float(sigma2),
-                     int(n_nodes), int(n_newton))
-    return SignSVDTheory(eq, jnp.asarray(D0), None if noise is None else jnp.asarray(noise),
-                         opt, float(min(B, d_eff, m)))
+    f64 = functools.partial(jnp.asarray, dtype=jnp.float64)
+    eq = _Equivalent(f64(lam), f64(w), f64(m), f64(B), f64(sigma2), int(n_nodes),
+                     int(n_newton))
+    eta = None if callable(opt.lr) else f64(opt.lr)
+    return SignSVDTheory(eq, f64(D0), None if noise is None else f64(noise), eta,
+                         opt.lr if callable(opt.lr) else None, f64(min(B, d_eff, m)))
 
 
 def _check_matrix(problem, opt):
@@ -257,7 +281,7 @@ def _check_matrix(problem, opt):
 
 
 @register(SignSVD)
-def _signsvd_builder(opt, problem, n_nodes: int = 64, n_newton: int = 8) -> SignSVDTheory:
+def _signsvd_builder(opt, problem, n_nodes: int = 48, n_newton: int = 3) -> SignSVDTheory:
     _check_matrix(problem, opt)
     return signsvd_theory(opt, problem.eigenvalues, problem.initial_energies, problem.m,
                           sigma2=problem.sigma2, weights=problem.weights, n_nodes=n_nodes,
@@ -265,7 +289,7 @@ def _signsvd_builder(opt, problem, n_nodes: int = 64, n_newton: int = 8) -> Sign
 
 
 @register(Muon)
-def _muon_builder(opt, problem, n_nodes: int = 64, n_newton: int = 8) -> SignSVDTheory:
+def _muon_builder(opt, problem, n_nodes: int = 48, n_newton: int = 3) -> SignSVDTheory:
     """Muon is predicted by the exact-polar SignSVD ODE (momentum 0 only)."""
     if opt.momentum != 0:
         raise ValueError(f"the SignSVD ODE predicts Muon with `momentum`=0 only, got "

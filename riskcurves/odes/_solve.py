@@ -6,7 +6,6 @@ import time
 
 import diffrax
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -118,14 +117,24 @@ def solve_ode(problem, optimizer, checkpoints, *, rtol: float = 1e-5, atol: floa
     info["seconds"] = time.perf_counter() - t0
     status, message = "ok", ""
     p0 = max(float(problem.initial_risk), 1e-300)
-    if not np.all(np.isfinite(risk)) or np.nanmax(np.abs(risk)) > _BLOWUP * max(p0, 1.0):
+    finite = np.isfinite(risk)
+    blew_up = bool(np.any(np.abs(risk[finite]) > _BLOWUP * max(p0, 1.0)))
+    failed = not info.get("success", True)
+    if failed and not blew_up:
+        # after a failure diffrax fills the remaining checkpoints with inf: that is a
+        # divergence only if the step size is unstable, else a solver failure
+        try:
+            check_stable(problem, optimizer, k_max=int(ks[-1]))
+        except DivergenceError:
+            blew_up = True
+    if blew_up or (not failed and not np.all(finite)):
         thr = stability_threshold(optimizer, problem)
         status = "diverged"
         message = (f"the risk diverges for {optimizer.name} with lr={optimizer.lr!r}"
                    f" (stability threshold from theory: {thr:.6g})")
         if throw:
             raise DivergenceError(message, lr=optimizer.lr, threshold=thr)
-    elif not info.get("success", True):
+    elif failed:
         status = "solver_failed"
         message = (f"ODE solver failed ({info['result']}) after {info['num_steps']} steps; "
                    "increase max_steps or loosen rtol")

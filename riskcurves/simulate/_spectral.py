@@ -31,7 +31,7 @@ import optax.contrib
 from ..optimizers import MatrixSignSGD, Muon, SignSVD
 from ._registry import SimSpec, register
 
-__all__ = ["scale_by_polar", "polar", "polar_svd", "newton_schulz"]
+__all__ = ["scale_by_polar", "polar", "polar_low_rank", "polar_svd", "newton_schulz"]
 
 
 class ScaleByPolarState(NamedTuple):
@@ -69,19 +69,45 @@ def polar_svd(G, rtol: float | None = None):
     return (U * keep.astype(G.dtype)) @ Vt
 
 
-def scale_by_polar(rtol: float | None = None) -> optax.GradientTransformation:
+def polar_low_rank(G, omega, rtol: float | None = None):
+    """Exact `polar(G)` when `rank G <= r = omega.shape[1]` (e.g. `G = XᵀR/B`, `r = B`).
+
+    Range finder without oversampling error: `col(G Ω) = col(G)` for a generic
+    `Ω` (`m × r`) when `rank G <= r`, so with `G Ω = Q_Y R_Y` (thin QR),
+    `G = Q_Y C`, `C = Q_Yᵀ G` (`r × m`) and `polar(G) = Q_Y polar(C)`. Cost
+    `O(d m r)` instead of a `d × d` eigendecomposition.
+    """
+    dtype = G.dtype
+    if rtol is None:
+        rtol = 10 * max(G.shape) * float(jnp.finfo(dtype).eps)
+    A = G.astype(jnp.float64)
+    qy, _ = jnp.linalg.qr(A @ omega)
+    return (qy @ polar(qy.T @ A, rtol)).astype(dtype)
+
+
+def scale_by_polar(rtol: float | None = None, rank: int | None = None,
+                   seed: int = 0) -> optax.GradientTransformation:
     """optax-style transformation `G ↦ polar(G) = U Vᵀ` (per 2-D leaf).
 
-    Chain with `optax.scale_by_learning_rate(η)` for SignSVD.
+    `rank`: an upper bound on `rank G` known in advance (the batch size `B` when
+    `B < min(d, m)`); then `polar_low_rank` with a fixed Gaussian `Ω` (seed `seed`)
+    is used, exact and much cheaper. Chain with `optax.scale_by_learning_rate(η)`.
     """
 
     def init_fn(params):
         del params
         return ScaleByPolarState()
 
+    def one(g):
+        if rank is not None and rank < min(g.shape):
+            omega = jax.random.normal(jax.random.PRNGKey(seed), (g.shape[1], rank),
+                                      jnp.float64)
+            return polar_low_rank(g, omega, rtol)
+        return polar(g, rtol)
+
     def update_fn(updates, state, params=None):
         del params
-        return jax.tree.map(lambda g: polar(g, rtol), updates), state
+        return jax.tree.map(one, updates), state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -95,7 +121,9 @@ def _require_matrix(problem, name):
 @register(SignSVD)
 def _signsvd(optimizer: SignSVD, problem) -> SimSpec:
     _require_matrix(problem, "SignSVD")
-    return SimSpec(optax.chain(scale_by_polar(), optax.scale_by_learning_rate(optimizer.lr)))
+    rank = optimizer.batch if optimizer.batch < min(problem.d, problem.m) else None
+    return SimSpec(optax.chain(scale_by_polar(rank=rank),
+                               optax.scale_by_learning_rate(optimizer.lr)))
 
 
 @register(Muon)

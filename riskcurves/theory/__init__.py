@@ -29,3 +29,6 @@ from ._signsgd import tuned_comparison as tuned_comparison
 from ._stability import check_stable as check_stable
 from ._stability import sgd_kernel_norm as sgd_kernel_norm
 from ._stability import stability_threshold as stability_threshold
+from ._phases import compare_at_optimal_lr as compare_at_optimal_lr  # noqa: E402,I001
+from ._phases import local_drift_exponent as local_drift_exponent  # noqa: E402
+from ._phases import phase_diagram as phase_diagram  # noqa: E402
