@@ -27,7 +27,7 @@ ALPHA, BETA, SIGMA, LR, BATCH = 1.5, 0.5, 0.1, 0.5, 4
 TARGET = 1e-3  # equal-accuracy target, relative on the risk curve
 
 
-def problem(d, compressed=False, rtol=1e-6):
+def problem(d, compressed=None, rtol=1e-6):
     return rc.PowerLaw(d, ALPHA, BETA, rc.Gaussian(SIGMA), compressed=compressed, rtol=rtol)
 
 
@@ -125,7 +125,7 @@ def bench_ode(ds, Ts, quick):
         for T in Ts:
             ks = rc.checkpoints(T, 40)
             ref = reference(d, ks)
-            full, first, warm = timed(lambda: rc.solve_ode(problem(d), opt(), ks),
+            full, first, warm = timed(lambda: rc.solve_ode(problem(d, False), opt(), ks),
                                       repeat=1 if d >= 10**5 else 2)
             pc = problem(d, True)
             comp, cfirst, cwarm = timed(lambda: rc.solve_ode(pc, opt(), ks), repeat=3)
@@ -183,19 +183,23 @@ def bench_horizon(Ts):
     return rows
 
 
-def rng_rates(n):
-    out = {}
-    for impl in ["threefry2x32", "rbg", "unsafe_rbg"]:
-        k = jax.random.key(0, impl=impl)
-        for what, f in [("normal", lambda k: jax.random.normal(k, (n,), jnp.float32)),
-                        ("bits", lambda k: jax.random.bits(k, (n,), jnp.uint32))]:
-            g = jax.jit(lambda k, f=f: f(k).sum())
-            g(k).block_until_ready()
-            t0 = time.perf_counter()
-            for i in range(3):
-                g(jax.random.fold_in(k, i)).block_until_ready()
-            out[f"{impl}_{what}_per_s"] = 3 * n / (time.perf_counter() - t0)
-    return out
+def rng_rate(impl, n_runs, B, d, T):
+    """Normals/s of `jax.random.normal` alone, generated like the engine does:
+    `(B, d)` blocks from `fold_in(key, k)` in a `lax.scan`, vmapped over runs."""
+    if True:
+        keys = jax.random.split(jax.random.key(0, impl=impl), n_runs)
+
+        def one(key):
+            def body(c, k):
+                z = jax.random.normal(jax.random.fold_in(key, k), (B, d), jnp.float32)
+                return c + z[0, 0], None
+            return jax.lax.scan(body, jnp.float32(0), jnp.arange(T))[0]
+
+        g = jax.jit(jax.vmap(one))
+        g(keys).block_until_ready()
+        t0 = time.perf_counter()
+        g(keys).block_until_ready()
+        return n_runs * T * B * d / (time.perf_counter() - t0)
 
 
 def mem_bandwidth(n_bytes=2**28):
@@ -213,15 +217,18 @@ def bench_sim(quick):
     n_runs, T = (16, 500) if quick else (64, 2000)
     p = rc.PowerLaw(d, ALPHA, BETA, rc.Gaussian(SIGMA))
     ks = rc.checkpoints(T, 20)
-    rates = rng_rates(2**22 if quick else 2**24)
+    rates = {}
     bw = mem_bandwidth()
     rows = []
     for impl in [None, "rbg", "unsafe_rbg"]:
+        if impl is not None:   # the rbg keys are slow under vmap on CPU: a smaller run
+            n_runs, T, ks = 8, 200, rc.checkpoints(200, 10)
         f = lambda: rc.simulate(p, opt(), ks, n_runs=n_runs, seed=0, rng_impl=impl)
         _, first, warm = timed(f, repeat=1)
         normals = n_runs * T * B * d
         rate = normals / warm
-        ref_rate = rates[f"{impl or 'threefry2x32'}_normal_per_s"]
+        ref_rate = rng_rate(impl or "threefry2x32", n_runs, B, d, T)
+        rates[f"{impl or 'threefry2x32'}_normal_per_s"] = ref_rate
         bytes_per_normal = 4 * 3  # write X, read for X Δ and for Xᵀ r (float32)
         rows.append(dict(rng=impl or "threefry2x32 (default)", d=d, batch=B, n_runs=n_runs,
                          steps=T, compile_s=first - warm, warm_s=warm,
@@ -247,6 +254,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="~1-2 minute version")
     ap.add_argument("--out", default=None, help="output JSON path")
+    ap.add_argument("--sections", default="huge,horizon,simulate,ode",
+                    help="comma-separated subset; a subset is merged into an existing JSON")
     args = ap.parse_args(argv)
     quick = args.quick
     ds = [10**3, 10**4] if quick else [10**3, 10**4, 10**5, 10**6]
@@ -256,12 +265,33 @@ def main(argv=None):
            "load_avg_at_start": os.getloadavg(), "jax": jax.__version__,
            "note": "shared machine (other jobs running): timings are upper bounds",
            "command": " ".join([sys.executable] + sys.argv)}
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                   "results_quick.json" if quick else "results.json")
+
+    secs = set(args.sections.split(","))
+    if secs != {"huge", "horizon", "simulate", "ode"} and os.path.exists(out):
+        with open(out) as f:
+            res = json.load(f) | {k: v for k, v in res.items() if k not in ("command",)}
+        res.setdefault("partial_reruns", []).append(" ".join(sys.argv))
+
+    def save():
+        with open(out, "w") as f:
+            json.dump(res, f, indent=1, default=float)
+
     t0 = time.perf_counter()
-    res["euler"], res["ode"] = bench_ode(ds, Ts, quick)
-    res["huge"] = bench_huge([10**6] if quick else [10**6, 10**8])
-    res["horizon"] = bench_horizon([10**4, 10**6] if quick else [10**4, 10**5, 10**6, 10**7,
-                                                                  10**8])
-    res["simulate"] = bench_sim(quick)
+    if "huge" in secs:
+        res["huge"] = bench_huge([10**6] if quick else [10**6, 10**8])
+        save()
+    if "horizon" in secs:
+        res["horizon"] = bench_horizon([10**4, 10**6] if quick else [10**4, 10**5, 10**6,
+                                                                      10**7, 10**8])
+        save()
+    if "simulate" in secs:
+        res["simulate"] = bench_sim(quick)
+        save()
+    if "ode" in secs:
+        res["euler"], res["ode"] = bench_ode(ds, Ts, quick)
+        save()
     for T in Ts:
         rows = [r for r in res["ode"] if r["T"] == T]
         res[f"exponent_d_full_T{T:.0e}"] = fit_exponent([r["d"] for r in rows],
@@ -269,15 +299,12 @@ def main(argv=None):
     noisy = [r for r in res["horizon"] if r["noise"] != "noiseless"]
     res["exponent_T_steps_noisy"] = fit_exponent([r["T"] for r in noisy],
                                                  [r["steps"] for r in noisy])
-    print(f"\nfitted exponents: full-ODE warm time ~ d^"
+    print("\nfitted exponents: full-ODE warm time ~ d^"
           + ", ".join(f"{res[f'exponent_d_full_T{T:.0e}']:.2f} (T={T:.0e})" for T in Ts)
           + f"; solver steps ~ T^{res['exponent_T_steps_noisy']:.2f} (noisy, d=inf)")
     res["total_s"] = time.perf_counter() - t0
     res["load_avg_at_end"] = os.getloadavg()
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                   "results_quick.json" if quick else "results.json")
-    with open(out, "w") as f:
-        json.dump(res, f, indent=1, default=float)
+    save()
     print(f"wrote {out} ({res['total_s']:.0f} s)")
 
 

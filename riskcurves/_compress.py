@@ -58,8 +58,8 @@ _BPD = 2           # bins per decade at level 0
 _Q = 4             # Gauss–Legendre nodes per bin
 _Q_TAIL = 8        # Gauss–Jacobi nodes in the d = inf tail (level 0)
 _MAX_LEVEL = 8
-_N_DISC = 4096
-_EDGE = 10.0       # kernel check up to c·λ_min = _EDGE (finite d)     # integer ranks below this use discrete Gauss rules
+_N_DISC = 4096     # integer ranks below this use discrete Gauss rules
+_EDGE = 10.0       # kernel check up to c·λ_min = _EDGE (finite d)
 
 
 def _check_rtol(rtol) -> float:
@@ -142,7 +142,6 @@ def power_law_nodes(d, alpha: float, beta: float, level: int = 0, horizon: float
     n_exact = m if d == math.inf else min(m, d)
     ts.append(np.log(np.arange(1, n_exact + 1, dtype=np.float64)))
     ws.append(np.ones(n_exact))
-    lam_tail = e0_tail = w_tail = np.zeros(0)
     if d == math.inf or d > n_exact:
         lo = n_exact + 0.5
         hi = max(4.0 * m, (1e3 * horizon) ** (1.0 / alpha)) if d == math.inf else d + 0.5
@@ -195,8 +194,9 @@ def power_law(d, alpha: float, beta: float, noise=None, *, rtol: float = 1e-6,
       actual ODE risk curve of `optimizer` instead of the SGD kernels.
     - `level`: force a refinement level (no error control).
 
-    **Returns:** a `Problem` with `weights` (`problem.d` = `d`, or `-1` for inf;
-    `problem.meta`-like info is in `problem.label`).
+    **Returns:** a `Problem` with `weights` summing to `d` (finite `d`; for `d = inf`
+    the weights sum to a large finite number without meaning); the level is in
+    `problem.label`.
     """
     d = _dim_or_inf(d)
     alpha, beta = float(alpha), float(beta)

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = ["main", "OPTIMIZERS", "DEMO_CASES", "DemoCase"]
 
 
@@ -53,6 +55,9 @@ def _linesearch(a):
 # name -> builder(args) -> optimizer config. An optimizer appears here once its
 # ODE and simulator are both registered.
 OPTIMIZERS: dict[str, Callable] = {
+    "signsvd": lambda a: _matrix_opt(a, "SignSVD", 0.02),
+    "muon": lambda a: _matrix_opt(a, "Muon", 0.02),
+    "matrix_signsgd": lambda a: _matrix_opt(a, "MatrixSignSGD", 1e-3),
     "sgd": _sgd,
     "signsgd": _signsgd,
     "adagrad_norm": _adagrad,
@@ -78,6 +83,7 @@ def _demo_problem(d):
 
 
 DEMO_CASES: list[DemoCase] = [
+    DemoCase("signsvd", lambda d: _signsvd_demo(d), steps=400, ode_options={"rtol": 1e-4}),
     DemoCase("sgd", lambda d: (_demo_problem(d), _sgd_default())),
     DemoCase("signsgd", lambda d: (_demo_problem(d), _signsgd_default())),
     DemoCase("adagrad_norm", lambda d: (_demo_problem(d), _adagrad_default()),
@@ -144,6 +150,8 @@ def _noise_from_string(s: str):
 def _problem_from_args(a):
     import riskcurves as rc
     noise = _noise_from_string(a.noise)
+    if getattr(a, "optimizer", None) in _MATRIX_OPTIMIZERS:
+        return _matrix_problem_from_args(a, noise)
     if a.spectrum == "powerlaw":
         return rc.PowerLaw(a.d, a.alpha, a.beta, noise, rotate=a.rotate, seed=a.seed)
     if a.spectrum == "flat":
@@ -162,6 +170,8 @@ def _add_problem_args(p):
                    help="none | gaussian:SIGMA | studentt:NU,SCALE | mixture:S,S_OUT,P")
     p.add_argument("--rotate", action="store_true", help="rotate K by a random orthogonal")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--m", type=int, default=None,
+                   help="outputs of a matrix problem (signsvd, muon, matrix_signsgd; default 2d)")
 
 
 def _add_optimizer_args(p):
@@ -296,6 +306,94 @@ class _Parser(argparse.ArgumentParser):
         print(f"riskcurves: error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
+# ---- matrix problems (SignSVD / Muon / matrix SignSGD) -------------------------------
+_MATRIX_OPTIMIZERS = ("signsvd", "muon", "matrix_signsgd")
+
+
+def _matrix_opt(a, cls, default_lr):
+    import riskcurves as rc
+    return getattr(rc, cls)(lr=a.lr if a.lr is not None else default_lr, batch=a.batch)
+
+
+def _matrix_problem_from_args(a, noise):
+    import riskcurves as rc
+    if not isinstance(noise, (rc.Gaussian, rc.Noiseless)):
+        raise ValueError("--noise must be none or gaussian:SIGMA for a matrix problem")
+    if a.spectrum != "powerlaw":
+        raise ValueError("--spectrum must be powerlaw for a matrix problem")
+    m = 2 * a.d if a.m is None else a.m
+    rows = "orthogonal" if m >= a.d else "gaussian"
+    return rc.MatrixPowerLaw(a.d, m, a.alpha, a.beta, noise, rows=rows, rotate=a.rotate,
+                             seed=a.seed)
+
+
+def _signsvd_demo(d):
+    """SignSVD demo: d capped at 128 (one SVD-type polar per step and run), m = 2d, B = 8."""
+    import riskcurves as rc
+    d = min(int(d), 128)
+    return (rc.MatrixPowerLaw(d, 2 * d, 1.5, 0.5, rc.Gaussian(0.1)), rc.SignSVD(0.02, batch=8))
+
+
+def _cmd_phase_diagram(a):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import riskcurves as rc
+    alphas = np.linspace(a.alpha_min, a.alpha_max, a.n_alpha)
+    betas = np.linspace(a.beta_min, a.beta_max, a.n_beta)
+    t0 = time.perf_counter()
+    phase, final = rc.theory.phase_diagram(alphas, betas, d=a.d, batch=a.batch, sigma=a.sigma,
+                                           k_max=a.steps, n_lr=a.n_lr)
+    os.makedirs(a.out, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    _plot_phase(ax, alphas, betas, phase, final,
+                f"SignSVD vs SignSGD, d={a.d}, B={a.batch}, k<={a.steps}")
+    fig.tight_layout()
+    path = os.path.join(a.out, "phase_diagram.png")
+    fig.savefig(path, dpi=110)
+    with open(os.path.join(a.out, "phase_diagram.json"), "w") as f:
+        json.dump({"alphas": alphas.tolist(), "betas": betas.tolist(), "phase": phase.tolist(),
+                   "final_log_ratio": final.tolist(), "d": a.d, "batch": a.batch,
+                   "seconds": time.perf_counter() - t0}, f, indent=2)
+    print("phase (rows alpha, cols beta; +1 SignSVD better, -1 SignSGD better, 0 trade-off):")
+    print(phase)
+    print(f"figure: {path}")
+    return 0
+
+
+def _plot_phase(ax, alphas, betas, phase, final, title):
+    """Phase map: colour = log(P_SignSVD/P_SignSGD) at the last horizon, symbol = phase."""
+    lim = max(float(np.max(np.abs(final))), 1e-3)
+    im = ax.pcolormesh(betas, alphas, final, cmap="coolwarm", vmin=-lim, vmax=lim,
+                       shading="nearest")
+    ax.figure.colorbar(im, ax=ax, label="log(P_SignSVD / P_SignSGD) at k_max")
+    marks = {1: "SVD", -1: "SGN", 0: "flip"}
+    for i, al in enumerate(alphas):
+        for j, be in enumerate(betas):
+            ax.text(be, al, marks[int(phase[i, j])], ha="center", va="center", fontsize=8)
+    ax.set_xlabel("beta (row energies j^-beta)")
+    ax.set_ylabel("alpha (eigenvalues j^-alpha)")
+    ax.set_title(title, fontsize=9)
+
+
+def _add_phase_parser(sub):
+    q = sub.add_parser("phase-diagram", help="SignSVD vs SignSGD phases in (alpha, beta)")
+    q.add_argument("--d", type=int, default=10_000)
+    q.add_argument("--batch", type=int, default=32)
+    q.add_argument("--sigma", type=float, default=0.0)
+    q.add_argument("--steps", type=int, default=3000)
+    q.add_argument("--n-lr", type=int, default=8)
+    q.add_argument("--alpha-min", type=float, default=1.0)
+    q.add_argument("--alpha-max", type=float, default=2.0)
+    q.add_argument("--n-alpha", type=int, default=3)
+    q.add_argument("--beta-min", type=float, default=0.25)
+    q.add_argument("--beta-max", type=float, default=1.25)
+    q.add_argument("--n-beta", type=int, default=3)
+    q.add_argument("--out", default="riskcurves-out")
+    q.set_defaults(fn=_cmd_phase_diagram)
+
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="riskcurves", description=__doc__.split("\n")[0])
@@ -319,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_problem_args(t)
     _add_optimizer_args(t)
     t.set_defaults(fn=_cmd_threshold)
+    _add_phase_parser(sub)
     return p
 
 
@@ -338,3 +437,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -58,7 +58,7 @@ def test_threshold_command(capsys):
 def test_threshold_subprocess():
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     res = subprocess.run([sys.executable, "-m", "riskcurves.cli", "threshold", "--d", "100",
-                          "--batch", "2"], capture_output=True, text=True, env=env, timeout=120)
+                          "--batch", "2"], capture_output=True, text=True, env=env, timeout=900)
     thr = rc.theory.stability_threshold(rc.SGD(1.0, 2), rc.PowerLaw(100, 1.5, 0.5))
     assert res.returncode == 0, res.stderr
     assert f"lr < {thr:.6g}" in res.stdout, f"{res.stdout!r} vs threshold {thr:.6g}"

@@ -132,7 +132,7 @@ AGREE = [
                  marks=pytest.mark.slow),
     pytest.param("two", "t3", 0.3, 1.0, 1, (64, 256), 0.04, 0.015, id="twolevel-t3-c0.3",
                  marks=pytest.mark.slow),
-    pytest.param("flat", "gauss", 0.3, 2.0, 4, (64, 256), 0.04, 0.015, id="flat-gauss-batch4",
+    pytest.param("flat", "gauss", 0.3, 2.0, 4, (64, 256), 0.04, 0.02, id="flat-gauss-batch4",
                  marks=pytest.mark.slow),
 ]
 

@@ -126,19 +126,20 @@ def _iterations_to(curve, frac):
 def test_line_search_arbitrarily_slower_than_best_fixed_step():
     ks = np.unique(np.round(np.logspace(0, 7, 71))).astype(np.int64)
     ratios, rate_ratios = {}, {}
-    for gap in (4, 16, 64):
+    for gap in (4, 16, 64, 256):
         prob = two_level(gap)
         best = T.two_level_sgd_best_rate(prob, 1)
-        ls = T.two_level_line_search_limit(prob, 1)
-        n_ls = _iterations_to(rc.solve_ode(prob, rc.LineSearch(1), ks), 1e-4)
-        n_sgd = _iterations_to(rc.solve_ode(prob, rc.SGD(best["lr"], 1), ks), 1e-4)
-        ratios[gap] = n_ls / n_sgd
-        rate_ratios[gap] = best["rate"] / ls["rate"]
+        rate_ratios[gap] = best["rate"] / T.two_level_line_search_limit(prob, 1)["rate"]
+        if gap in (4, 64):  # the ODEs of both methods
+            n_ls = _iterations_to(rc.solve_ode(prob, rc.LineSearch(1), ks), 1e-4)
+            n_sgd = _iterations_to(rc.solve_ode(prob, rc.SGD(best["lr"], 1), ks), 1e-4)
+            ratios[gap] = n_ls / n_sgd
     msg = (f"two-level d=100: iterations to P = 1e-4 P0, line search / best fixed step: "
            f"{ratios}; asymptotic rate ratios (theory) {rate_ratios}")
     print(msg)
-    assert ratios[4] < ratios[16] < ratios[64] and ratios[64] > 10, msg
-    assert rate_ratios[4] < rate_ratios[16] < rate_ratios[64] and rate_ratios[64] > 20, msg
+    assert ratios[64] > 10 * ratios[4] and ratios[64] > 10, msg
+    r = [rate_ratios[g] for g in (4, 16, 64, 256)]
+    assert all(b > 3 * a for a, b in zip(r, r[1:])) and r[-1] > 100, msg  # grows ~ gap
 
 
 def test_line_search_slower_in_simulation():

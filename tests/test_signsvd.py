@@ -13,7 +13,8 @@ import pytest
 
 import riskcurves as rc
 from riskcurves.odes._signsvd import signsvd_drift_noise, signsvd_theory
-from riskcurves.simulate._spectral import newton_schulz, polar, polar_svd, transform_for
+from riskcurves.simulate import transform_for
+from riskcurves.simulate._spectral import newton_schulz, polar, polar_svd
 
 
 # ---- Monte Carlo of one step (exact polar factor, float64) ---------------------

@@ -182,8 +182,9 @@ class SignSGDGeneralTheory(AbstractTheory):
 @register(SignSGD)
 def _signsgd_theory(opt: SignSGD, problem: Problem, drift: str = "exact",
                     basis: str = "auto"):
-    """Builder: `drift` in {"exact", "arcsin", "linear"} (see module docstring); `basis` in {"auto", "diagonal",
-    "general"} ("general" forces the dense K̄ ODE, also for a diagonal K)."""
+    """Builder: `drift` in {"exact", "arcsin", "linear"} (see module docstring);
+    `basis` in {"auto", "diagonal", "general"} ("general" forces the dense K̄ ODE,
+    also for a diagonal K)."""
     if drift not in _DRIFTS:
         raise ValueError(f"`drift` must be one of {_DRIFTS}, got {drift!r}")
     if basis not in ("auto", "diagonal", "general"):
