@@ -227,12 +227,13 @@ def test_agreement_flat_converges_with_d():
 
 
 def test_arcsin_drift_reduces_top_mode_error():
-    """Diagonal power law α = 1.5 (risk carried by the top modes), d = 128, 256 runs:
-    the linearised drift is off by ~9% while the exact arcsin drift is at the MC level."""
-    prob = rc.PowerLaw(128, 1.5, 0.5, rc.Gaussian(0.1))
+    """Diagonal power law α = 1.5 (risk carried by the top modes), d = 256, 128 runs:
+    the linearised drift is off by ~9% while the exact arcsin drift is at the MC level
+    (measured at d = 128 with 512 runs: exact 0.7%, linear 8.9%, se 0.6%)."""
+    prob = rc.PowerLaw(256, 1.5, 0.5, rc.Gaussian(0.1))
     opt = rc.SignSGD(0.005)
     ks = rc.checkpoints(2000, 30)
-    sim = rc.simulate(prob, opt, ks, n_runs=256, seed=1)
+    sim = rc.simulate(prob, opt, ks, n_runs=128, seed=1)
     out = {}
     for drift in ("exact", "linear"):
         th = rc.solve_ode(prob, opt, ks, drift=drift)

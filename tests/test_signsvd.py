@@ -32,7 +32,7 @@ def mc_drift_noise(p, B, n, seed=1):
         R = X @ Delta - sig * jax.random.normal(k2, (B, m))
         if lowrank:  # G = XᵀR/B = Qx (Rx Rrᵀ/B) Qrᵀ: polar of a B×B core
             qx, rx = jnp.linalg.qr(X.T)
-            qr_, rr = jnp.linalg.qr(R)
+            qr_, rr = jnp.linalg.qr(R.T)
             Q = qx @ polar(rx @ rr.T, 1e-9) @ qr_.T
         else:
             Q = polar(X.T @ R / B, 1e-9)
@@ -70,7 +70,7 @@ def test_polar_and_muon_mapping():
     G = jax.random.normal(key, (24, 40)).at[:, :30].set(0.0)  # rank <= 10
     G = G.at[:, 30:].set(jax.random.normal(key, (24, 10)))
     Q = polar(G)
-    np.testing.assert_allclose(Q, polar_svd(G), atol=1e-10)
+    np.testing.assert_allclose(Q, polar_svd(G, 1e-6), atol=1e-10)
     P = Q @ Q.T  # projector onto col(G), rank 10
     np.testing.assert_allclose(P @ P, P, atol=1e-10)
     assert np.trace(P) == pytest.approx(10.0, abs=1e-8)

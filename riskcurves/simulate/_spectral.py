@@ -45,8 +45,9 @@ def polar(G, rtol: float | None = None):
 
     Computed from the eigendecomposition of the smaller Gram matrix in float64,
     `GGᵀ = V diag(μ) Vᵀ`, `polar(G) = V diag(μ^(−1/2)) Vᵀ G` on `μ > (rtol s_max)²`
-    (identical to the SVD formula to ~1e-15; several times faster than
-    `jnp.linalg.svd` on CPU under `vmap`).
+    (identical to the SVD formula to ~1e-15 when `s_min/s_max > 3e-7`; several
+    times faster than `jnp.linalg.svd` on CPU under `vmap`). Singular values below
+    `max(rtol, 3e-7)·s_max` count as zero.
     """
     dtype = G.dtype
     if rtol is None:
@@ -54,7 +55,8 @@ def polar(G, rtol: float | None = None):
     transpose = G.shape[0] > G.shape[1]
     A = (G.T if transpose else G).astype(jnp.float64)
     mu, V = jnp.linalg.eigh(A @ A.T)
-    keep = mu > (rtol**2) * mu[-1]
+    # the Gram matrix resolves singular values down to ~1e-7·s_max (float64 eigh)
+    keep = mu > max(rtol**2, 1e-13) * mu[-1]
     inv = jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, mu, 1.0)), 0.0)
     Q = (V * inv) @ (V.T @ A)
     return (Q.T if transpose else Q).astype(dtype)
