@@ -252,13 +252,14 @@ def compare_clipped_sgd(problem, horizon: int, *, batch: int = 1, lrs=None, clip
                         rtol: float = 1e-4) -> ClipComparison:
     """Best clipped-SGD run vs best constant-step SGD run at `horizon` iterations (ODE).
 
-    Both are tuned on the ODE: SGD over `lrs`, clipped SGD over the grid
-    `lrs × clips` (all vmapped in one solve), then (`refine=True`) once more on
-    a 4× finer grid around each optimum. Defaults: SGD `η ∈ η*·[1e-3, 0.95]`
-    (η* its stability threshold), clipped `η` up to 30 η* (clipping shrinks the
-    effective step), `c' ∈ m·[0.03, 30]` (m the median of |ε|, or √(2P0) if
-    noiseless); `c = c'√(tr K)`. Noise of infinite variance: SGD has
-    `sgd_risk = inf`.
+    Both are tuned on the ODE (`odes._clipping.final_risks`, vmapped solves):
+    SGD over the step sizes `lrs`, clipped SGD over the grid `lrs × clips`
+    (`clips` are thresholds `c` on ‖g‖), then (`refine=True`, default grids
+    only) once more on a finer grid between the neighbours of each optimum.
+    Default grids (`n_lr`, `n_clip` points, log-spaced): SGD `η ∈ η*·[1e-3, 0.95]`
+    (η* its stability threshold), clipped `η ∈ η*·[1e-3, 30]` (clipping shrinks
+    the effective step), `c' ∈ m·[0.03, 30]` (m the median of |ε|, or √(2P0) if
+    noiseless), `c = c'√(tr K)`. Noise of infinite variance: `sgd_risk = inf`.
 
     **Returns:** a `ClipComparison`.
     """
