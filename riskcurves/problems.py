@@ -343,4 +343,4 @@ def TwoLevel(d: int, high: float = 1.0, low: float = 0.01, frac_high: float = 0.
     lam = np.concatenate([np.full(nh, float(high)), np.full(d - nh, float(low))])
     e0 = 1.0 / d if initial_energy is None else float(initial_energy)
     return Problem(lam, np.full(d, e0), noise, label=f"twolevel(d={d},{high:g}/{low:g})")
-from ._matrix_problem import MatrixPowerLaw as MatrixPowerLaw, MatrixProblem as MatrixProblem  # noqa: E402,I001
+from ._matrix_problem import MatrixPowerLaw, MatrixProblem  # noqa: E402,F401,I001

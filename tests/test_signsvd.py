@@ -225,3 +225,12 @@ def test_no_recompile_across_lr_and_batch():
     leaves = lambda t: [x for x in jax.tree.leaves(t) if not hasattr(x, "shape")]  # noqa: E731
     assert leaves(th1) == leaves(th2)  # only array leaves differ: one compilation
     assert optax is not None
+
+
+@pytest.mark.slow
+def test_cli_phase_diagram(tmp_path):
+    from riskcurves.cli import main
+
+    rc_ = main(["phase-diagram", "--d", "100", "--batch", "16", "--steps", "200", "--n-lr", "5",
+                "--n-alpha", "2", "--n-beta", "2", "--out", str(tmp_path)])
+    assert rc_ == 0 and (tmp_path / "phase_diagram.png").exists()

@@ -17,6 +17,9 @@ from ._noise_expectations import expected_clipped_square as expected_clipped_squ
 from ._noise_expectations import mixture as mixture
 from ._noise_expectations import prob_abs_residual_below as prob_abs_residual_below
 from ._noise_expectations import residual_density_at_zero as residual_density_at_zero
+from ._phases import compare_at_optimal_lr as compare_at_optimal_lr
+from ._phases import local_drift_exponent as local_drift_exponent
+from ._phases import phase_diagram as phase_diagram
 from ._signsgd import SignBasis as SignBasis
 from ._signsgd import drift_rates as drift_rates
 from ._signsgd import expected_sign as expected_sign
@@ -29,6 +32,3 @@ from ._signsgd import tuned_comparison as tuned_comparison
 from ._stability import check_stable as check_stable
 from ._stability import sgd_kernel_norm as sgd_kernel_norm
 from ._stability import stability_threshold as stability_threshold
-from ._phases import compare_at_optimal_lr as compare_at_optimal_lr  # noqa: E402,I001
-from ._phases import local_drift_exponent as local_drift_exponent  # noqa: E402
-from ._phases import phase_diagram as phase_diagram  # noqa: E402
