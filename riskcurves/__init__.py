@@ -17,10 +17,10 @@ import jax as _jax
 _jax.config.update("jax_enable_x64", True)
 
 from . import odes as odes  # noqa: E402
-from . import simulate as _simulate_pkg  # noqa: E402
+from . import simulate as _simulate_pkg  # noqa: E402, F401
 from . import theory as theory  # noqa: E402
-from ._curve import Curve as Curve  # noqa: E402
 from ._compress import compress as compress  # noqa: E402
+from ._curve import Curve as Curve  # noqa: E402
 from ._curve import checkpoints as checkpoints  # noqa: E402
 from ._curve import max_rel_err as max_rel_err  # noqa: E402
 from ._errors import DivergenceError as DivergenceError  # noqa: E402
@@ -32,9 +32,9 @@ from .optimizers import AbstractOptimizer as AbstractOptimizer  # noqa: E402
 from .optimizers import AdaGradNorm as AdaGradNorm  # noqa: E402
 from .optimizers import ClippedSGD as ClippedSGD  # noqa: E402
 from .optimizers import LineSearch as LineSearch  # noqa: E402
-from .optimizers import SignSGD as SignSGD  # noqa: E402
 from .optimizers import MatrixSignSGD as MatrixSignSGD  # noqa: E402
 from .optimizers import Muon as Muon  # noqa: E402
+from .optimizers import SignSGD as SignSGD  # noqa: E402
 from .optimizers import SignSVD as SignSVD  # noqa: E402
 from .optimizers import power_decay as power_decay  # noqa: E402
 from .plotting import plot_compare as plot_compare  # noqa: E402

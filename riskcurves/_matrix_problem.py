@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._noise import AbstractNoise, Gaussian, Noiseless
-from .problems import _as_vector, _check_dim, random_rotation
+from .problems import _as_vector, _check_dim, gaussian_rows, random_rotation
 
 __all__ = ["MatrixProblem", "MatrixPowerLaw"]
 
@@ -217,10 +217,7 @@ class MatrixProblem(eqx.Module):
     def sample(self, key, batch: int, dtype=jnp.float32):
         """A batch `(X, E)`: `X` `(batch, d)` rows `~ N(0, K)`, `E` `(batch, m)` noise."""
         kx, ke = jax.random.split(key)
-        z = jax.random.normal(kx, (batch, self.d), dtype)
-        x = z * jnp.sqrt(jnp.asarray(self.eigenvalues)).astype(dtype)
-        if self.eigenvectors is not None:
-            x = x @ jnp.asarray(self.eigenvectors).T.astype(dtype)
+        x = gaussian_rows(kx, batch, self.eigenvalues, self.eigenvectors, dtype)
         return x, self.noise.sample(ke, (batch, self.m), dtype)
 
     def to_eigenbasis(self, delta):

@@ -73,6 +73,15 @@ def _check_dim(name: str, d) -> int:
     return d
 
 
+def gaussian_rows(key, batch: int, eigenvalues, eigenvectors=None, dtype=jnp.float32):
+    """`(batch, d)` rows `x ~ N(0, K)`, `K = U diag(λ) Uᵀ` (`U = None`: diagonal)."""
+    z = jax.random.normal(key, (batch, len(eigenvalues)), dtype)
+    x = z * jnp.sqrt(jnp.asarray(eigenvalues)).astype(dtype)
+    if eigenvectors is not None:
+        x = x @ jnp.asarray(eigenvectors).T.astype(dtype)
+    return x
+
+
 def random_rotation(d: int, seed: int = 0) -> np.ndarray:
     """Haar-random `d × d` orthogonal matrix (QR of a Gaussian matrix, signs fixed)."""
     rng = np.random.default_rng(seed)
@@ -167,7 +176,9 @@ class Problem(eqx.Module):
             raise ValueError("`K` must be symmetric")
         theta_star = np.asarray(theta_star, dtype=np.float64)
         if theta_star.shape != (K.shape[0],):
-            raise ValueError(f"`theta_star` must have shape ({K.shape[0]},), got {theta_star.shape}")
+            raise ValueError(
+                f"`theta_star` must have shape ({K.shape[0]},), got {theta_star.shape}"
+            )
         theta0 = np.zeros_like(theta_star) if theta0 is None else np.asarray(theta0, np.float64)
         if theta0.shape != theta_star.shape:
             raise ValueError(f"`theta0` must have shape {theta_star.shape}, got {theta0.shape}")
@@ -258,10 +269,7 @@ class Problem(eqx.Module):
     def sample(self, key, batch: int, dtype=jnp.float32):
         """A batch `(X, ε)`: `X` has shape `(batch, d)`, rows `~ N(0, K)`; `ε ~ noise`."""
         kx, ke = jax.random.split(key)
-        z = jax.random.normal(kx, (batch, self.n_modes), dtype)
-        x = z * jnp.sqrt(jnp.asarray(self.eigenvalues)).astype(dtype)
-        if self.eigenvectors is not None:
-            x = x @ jnp.asarray(self.eigenvectors).T.astype(dtype)
+        x = gaussian_rows(kx, batch, self.eigenvalues, self.eigenvectors, dtype)
         return x, self.noise.sample(ke, (batch,), dtype)
 
     def energies(self, delta):

@@ -1,17 +1,17 @@
 """ODEs of the optimizers' risk curves (one module per optimizer) and `solve_ode`."""
 
+from . import _adagrad as _adagrad  # registers AdaGradNorm
+from . import _clipping as _clipping  # registers ClippedSGD
+from . import _linesearch as _linesearch  # registers LineSearch
+from . import _matrix_signsgd as _matrix_signsgd  # registers MatrixSignSGD
 from . import _sgd as _sgd  # registers SGD
 from . import _signsgd as _signsgd  # registers SignSGD
-from . import _clipping as _clipping  # registers ClippedSGD
-from . import _adagrad as _adagrad  # registers AdaGradNorm
-from . import _linesearch as _linesearch  # registers LineSearch
 from . import _signsvd as _signsvd  # registers SignSVD, Muon
-from . import _matrix_signsgd as _matrix_signsgd  # registers MatrixSignSGD
+from ._adagrad import AdaGradNormTheory as AdaGradNormTheory
 from ._base import AbstractTheory as AbstractTheory
-from ._clipping import ClippedSGDTheory as ClippedSGDTheory
 from ._base import register as register
 from ._base import theory_for as theory_for
-from ._adagrad import AdaGradNormTheory as AdaGradNormTheory
+from ._clipping import ClippedSGDTheory as ClippedSGDTheory
 from ._linesearch import LineSearchTheory as LineSearchTheory
 from ._sgd import SGDTheory as SGDTheory
 from ._sgd import sgd_recursion as sgd_recursion
