@@ -84,6 +84,9 @@ def _demo_problem(d):
 
 DEMO_CASES: list[DemoCase] = [
     DemoCase("signsvd", lambda d: _signsvd_demo(d), steps=400, ode_options={"rtol": 1e-4}),
+    # Muon (5 Newton–Schulz steps, no momentum) against the exact-polar SignSVD ODE
+    DemoCase("muon", lambda d: _signsvd_demo(d, "muon"), steps=400, ode_options={"rtol": 1e-4}),
+    DemoCase("matrix_signsgd", lambda d: _signsvd_demo(d, "matrix_signsgd"), steps=400),
     DemoCase("sgd", lambda d: (_demo_problem(d), _sgd_default())),
     DemoCase("signsgd", lambda d: (_demo_problem(d), _signsgd_default())),
     DemoCase("adagrad_norm", lambda d: (_demo_problem(d), _adagrad_default()),
@@ -327,11 +330,19 @@ def _matrix_problem_from_args(a, noise):
                              seed=a.seed)
 
 
-def _signsvd_demo(d):
-    """SignSVD demo: d capped at 128 (one SVD-type polar per step and run), m = 2d, B = 8."""
+def _signsvd_demo(d, which: str = "signsvd"):
+    """Matrix demos: d capped at 128 (one SVD-type polar per step and run), m = 2d, B = 8."""
     import riskcurves as rc
     d = min(int(d), 128)
-    return (rc.MatrixPowerLaw(d, 2 * d, 1.5, 0.5, rc.Gaussian(0.1)), rc.SignSVD(0.02, batch=8))
+    problem = rc.MatrixPowerLaw(d, 2 * d, 1.5, 0.5, rc.Gaussian(0.1))
+    if which == "muon":
+        return problem, rc.Muon(0.02, batch=8)
+    if which == "matrix_signsgd":
+        return problem, rc.MatrixSignSGD(MATRIX_SIGNSGD_DEMO_LR, batch=8)
+    return problem, rc.SignSVD(0.02, batch=8)
+
+
+MATRIX_SIGNSGD_DEMO_LR = 1e-3
 
 
 def _cmd_phase_diagram(a):
