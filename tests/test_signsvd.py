@@ -24,27 +24,20 @@ def mc_drift_noise(p, B, n, seed=1):
     Delta = jnp.asarray(p.delta0_eig)
     sig = p.sigma2**0.5
     d, m = Delta.shape
-    lowrank = B < min(d, m)
 
-    def one(k):
-        k1, k2 = jax.random.split(k)
-        X = jax.random.normal(k1, (B, d)) * jnp.sqrt(lam)
-        R = X @ Delta - sig * jax.random.normal(k2, (B, m))
-        if lowrank:  # G = XᵀR/B = Qx (Rx Rrᵀ/B) Qrᵀ: polar of a B×B core
-            qx, rx = jnp.linalg.qr(X.T)
-            qr_, rr = jnp.linalg.qr(R.T)
-            Q = qx @ polar(rx @ rr.T, 1e-9) @ qr_.T
-        else:
-            Q = polar(X.T @ R / B, 1e-9)
-        return jnp.sum(Q * Delta, 1), jnp.sum(Q**2, 1)
-
-    # chunks of 20 in a Python loop: `lax.map(..., batch_size=50)` and jit(vmap) over 50
-    # (batched QR/eigh, float64) stalled > 3 min at d=128, m=64, B=32 on CPU; 20 does not
-    keys = jax.random.split(jax.random.PRNGKey(seed), n)
-    f = jax.jit(jax.vmap(one))
-    outs = [f(keys[i:i + 20]) for i in range(0, n, 20)]
-    dr = jnp.concatenate([o[0] for o in outs])
-    no = jnp.concatenate([o[1] for o in outs])
+    # Reference in plain numpy (one sample at a time): jit(vmap) of batched float64
+    # QR/eigh on CPU was seen to stall (load ~0) in some runs; numpy LAPACK does not.
+    lam_np, Delta_np = np.asarray(lam), np.asarray(Delta)
+    rng = np.random.default_rng(seed)
+    dr, no = np.empty((n, d)), np.empty((n, d))
+    for i in range(n):
+        X = rng.standard_normal((B, d)) * np.sqrt(lam_np)
+        R = X @ Delta_np - sig * rng.standard_normal((B, m))
+        G = X.T @ R / B
+        U, S, Vt = np.linalg.svd(G, full_matrices=False)
+        keep = S > 1e-9 * S[0]
+        Q = (U[:, keep]) @ Vt[keep]
+        dr[i], no[i] = np.sum(Q * Delta_np, 1), np.sum(Q**2, 1)
     se = lambda a: np.asarray(a.std(0) / np.sqrt(n))  # noqa: E731
     return np.asarray(dr.mean(0)), se(dr), np.asarray(no.mean(0)), se(no)
 
