@@ -8,7 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-__all__ = ["AbstractTheory", "theory_for", "register"]
+__all__ = ["AbstractTheory", "AbstractRateTheory", "theory_for", "register"]
 
 
 class AbstractTheory(eqx.Module):
@@ -43,6 +43,24 @@ class AbstractTheory(eqx.Module):
 
     def observables(self, k, y) -> dict:
         return {}
+
+
+class AbstractRateTheory(AbstractTheory):
+    """A theory whose field is `dy/dk = −a(k, y) ⊙ y + f(k, y)` with `a >= 0`.
+
+    Subclasses implement `_rates(k, y) -> (a, f)`; the field and the damping
+    handed to the exponential integrator both come from it.
+    """
+
+    def _rates(self, k, y):
+        raise NotImplementedError
+
+    def vector_field(self, k, y, args):
+        a, f = self._rates(k, y)
+        return -a * y + f
+
+    def damping(self, k, y, args):
+        return self._rates(k, y)[0]
 
 
 @functools.singledispatch

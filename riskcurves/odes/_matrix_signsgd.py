@@ -31,14 +31,14 @@ import jax
 import jax.numpy as jnp
 
 from ..optimizers import MatrixSignSGD
-from ._base import AbstractTheory, register
+from ._base import AbstractRateTheory, register
 
 __all__ = ["MatrixSignSGDTheory"]
 
 _C = (2 / jnp.pi) ** 0.5
 
 
-class MatrixSignSGDTheory(AbstractTheory):
+class MatrixSignSGDTheory(AbstractRateTheory):
     """Row-energy ODE of matrix SignSGD (see module docstring)."""
 
     lam: jax.Array
@@ -73,13 +73,6 @@ class MatrixSignSGDTheory(AbstractTheory):
             noise = m * ((2 / jnp.pi) * s / (jnp.sum(w * s) / d) + 1 - 2 / jnp.pi)
         rate = _C * lam / jnp.sqrt(jnp.maximum(v + tau2, 1e-300))
         return 2 * eta * rate, eta**2 * noise
-
-    def vector_field(self, k, D, args):
-        a, f = self._rates(k, D)
-        return -a * D + f
-
-    def damping(self, k, D, args):
-        return self._rates(k, D)[0]
 
     def lr(self, k, D):
         return self.opt.lr_at(k)

@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..optimizers import Muon, SignSVD
-from ._base import AbstractTheory, register
+from ._base import AbstractRateTheory, register
 
 __all__ = ["SignSVDTheory", "signsvd_drift_noise", "projector_kappa", "signsvd_theory"]
 
@@ -188,7 +188,7 @@ def _noise_mode(lam, w, d_eff, m, B):
     return "equivalent", None
 
 
-class SignSVDTheory(AbstractTheory):
+class SignSVDTheory(AbstractRateTheory):
     """Row-energy ODE of SignSVD (see module docstring). State: `D` (modes)."""
 
     eq: _Equivalent
@@ -231,13 +231,6 @@ class SignSVDTheory(AbstractTheory):
             noise = self.noise_fixed
         eta = self.lr(k, D)
         return 2 * eta * jnp.clip(rho, 0.0, None), eta**2 * noise
-
-    def vector_field(self, k, D, args):
-        a, f = self._rates(k, D)
-        return -a * D + f
-
-    def damping(self, k, D, args):
-        return self._rates(k, D)[0]
 
     def lr(self, k, D):
         if self.schedule is not None:
