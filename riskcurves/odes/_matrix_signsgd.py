@@ -21,7 +21,9 @@ makes true at `k = 0`).
 Regime of validity: per-entry noise dominating the signal (`τ²/v ≲ 1`), where the
 measured error is 3–12%; the early transient at high per-entry SNR (entries
 moving by exactly `±η`) is not captured by a closure in `D_i` (20–35% error,
-see `docs/theory/signsvd.md`).
+see `docs/theory/signsvd.md`). For diagonal `K`,
+`solve_ode(..., transient="density")` evolves the law of the entries on that lattice
+instead (`_matrix_signsgd_density.py`, docs/theory/matrix_signsgd.md).
 """
 
 from __future__ import annotations
@@ -79,10 +81,24 @@ class MatrixSignSGDTheory(AbstractRateTheory):
 
 
 @register(MatrixSignSGD)
-def _matrix_signsgd_theory(opt, problem) -> MatrixSignSGDTheory:
+def _matrix_signsgd_theory(opt, problem, transient: str = "closure", **density):
+    """Builder. `transient="closure"` (default): the row-energy ODE above.
+    `transient="density"` (diagonal `K`, constant `lr`): the lattice density
+    recursion of the entries, `_matrix_signsgd_density.py` (options `n_offsets`,
+    `init`, `column_rows`, `horizon`, `max_cells`), for the high per-entry SNR
+    transient (docs/theory/matrix_signsgd.md)."""
     if not hasattr(problem, "m"):
         raise ValueError(f"MatrixSignSGD needs a matrix problem (rc.MatrixProblem), got "
                          f"{type(problem).__name__}")
+    if transient == "density":
+        from ._matrix_signsgd_density import MatrixSignSGDDensity, build_grid
+
+        return MatrixSignSGDDensity(build_grid(problem, opt, **density),
+                                    jnp.asarray(float(opt.lr), jnp.float64))
+    if transient != "closure":
+        raise ValueError(f"`transient` must be 'closure' or 'density', got {transient!r}")
+    if density:
+        raise ValueError(f"unexpected options {sorted(density)} for transient='closure'")
     f64 = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731
     return MatrixSignSGDTheory(f64(problem.eigenvalues), f64(problem.mode_weights),
                                f64(problem.initial_energies),
