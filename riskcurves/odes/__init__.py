@@ -4,9 +4,10 @@ from . import _adagrad as _adagrad  # registers AdaGradNorm
 from . import _clipping as _clipping  # registers ClippedSGD
 from . import _linesearch as _linesearch  # registers LineSearch
 from . import _matrix_signsgd as _matrix_signsgd  # registers MatrixSignSGD
+from . import _muon as _muon  # registers Muon
 from . import _sgd as _sgd  # registers SGD
 from . import _signsgd as _signsgd  # registers SignSGD
-from . import _signsvd as _signsvd  # registers SignSVD, Muon
+from . import _signsvd as _signsvd  # registers SignSVD
 from ._adagrad import AdaGradNormTheory as AdaGradNormTheory
 from ._base import AbstractTheory as AbstractTheory
 from ._base import register as register

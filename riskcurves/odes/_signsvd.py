@@ -47,8 +47,8 @@ off-diagonal structure the closure ignores). Limits: `B → ∞` gives
 `drift_i → √D_i` (whitening); noise dominated gives `drift_i ∝ √λ_i D_i` for
 `λ_i ≫ κ0(B)` and `∝ λ_i D_i` (SGD-like) for `λ_i ≪ κ0(B)`.
 
-Muon (Newton–Schulz, momentum 0) is registered to the same ODE (the ODE is for
-the exact polar factor; the measured Muon gap is in the docs).
+Muon (Newton–Schulz, with momentum) has its own ODE in `_muon.py`, built on the
+same fixed point (`_Equivalent.at_nodes`, `_gamma` for non-uniform sample weights).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..optimizers import Muon, SignSVD
+from ..optimizers import SignSVD
 from ._base import AbstractRateTheory, register
 
 __all__ = ["SignSVDTheory", "signsvd_drift_noise", "projector_kappa", "signsvd_theory"]
@@ -80,10 +80,23 @@ def projector_kappa(lam, w, B: float) -> float:
     return float(np.exp(0.5 * (lo + hi)))
 
 
-def _blocks(x, s, a, lam, b, c, sigma2):
+def _gamma(x, classes=None):
+    """`(Γ11, Γ12, Γ22)`. `classes = (mult, p)`: sample-weight classes (`mult_j` samples of
+    relative weight `p_j`, `Σ mult p = B`): `Γ = (1/B) Σ_j mult_j p_j [−p_j x22,
+    1 + p_j x12, −p_j x11]/det_j`, `det_j = (1 + p_j x12)² − p_j² x11 x22` (Muon
+    momentum, `riskcurves/odes/_muon.py`); `None`: equal weights (`p = 1`)."""
     x11, x12, x22 = x[0], x[1], x[2]
-    det = (1 + x12) ** 2 - x11 * x22
-    G11, G12, G22 = -x22 / det, (1 + x12) / det, -x11 / det
+    if classes is None:
+        det = (1 + x12) ** 2 - x11 * x22
+        return -x22 / det, (1 + x12) / det, -x11 / det
+    mult, p = classes
+    det = (1 + p * x12) ** 2 - p**2 * x11 * x22
+    q = mult * p / (det * jnp.sum(mult * p))
+    return (jnp.sum(q * -p) * x22, jnp.sum(q * (1 + p * x12)), jnp.sum(q * -p) * x11)
+
+
+def _blocks(x, s, a, lam, b, c, sigma2, classes=None):
+    G11, G12, G22 = _gamma(x, classes)
     A = -s + G11 * a
     C = 1 + G22 * c
     dM = A * C - (G12 * b) ** 2
@@ -102,13 +115,32 @@ class _Equivalent(eqx.Module):
 
     def solve(self, D):
         """`(ρ, s·g11 at the smallest node + 1, max residual)` for row energies `D`."""
-        lam, w, B, sigma2 = self.lam, self.w, self.batch, self.sigma2
+        lam, w, B = self.lam, self.w, self.batch
+        scale = jnp.sqrt(jnp.sum(w * lam**2 * D)
+                         + jnp.sum(w * lam) * (jnp.sum(w * lam * D) + self.m * self.sigma2) / B)
+        scale = jnp.maximum(scale, 1e-150)
+        xg, wg = np.polynomial.legendre.leggauss(self.n_nodes)
+        lo, hi = jnp.log(scale * 1e-5), jnp.log(scale * 1e2)
+        u = 0.5 * (hi - lo) * jnp.asarray(xg[::-1]) + 0.5 * (hi + lo)  # descending t
+        t = jnp.exp(u)
+        wt = 0.5 * (hi - lo) * jnp.asarray(wg[::-1]) * t
+        g11, g12n, res = self.at_nodes(D, t**2)
+        integ = jnp.sum(wt[:, None] * g12n, 0) + t[0] * g12n[0] + t[-1] * g12n[-1]
+        rho = (2 / jnp.pi) * integ
+        noise_small_s = 1 + t[-1] ** 2 * g11[-1]
+        return rho, noise_small_s, res
+
+    def at_nodes(self, D, s_f, batch=None, classes=None):
+        """`(g11, g12/√D, max residual)` at the descending nodes `s_f` (shape `(n,)`);
+        the blocks have shape `(n, modes)`. `batch`/`classes`: sample weights (`_gamma`)."""
+        lam, w, sigma2 = self.lam, self.w, self.sigma2
+        B = self.batch if batch is None else batch
         sqD = jnp.sqrt(jnp.clip(D, 0.0, None))
         a, b, c = lam, lam * sqD, lam * D + sigma2
         extra = (self.m - jnp.sum(w)) * sigma2
 
         def T(x, s):
-            g11, g12n, g22, G22 = _blocks(x, s, a, lam, b, c, sigma2)
+            g11, g12n, g22, G22 = _blocks(x, s, a, lam, b, c, sigma2, classes)
             y11 = jnp.sum(w * a * g11) / B
             y12 = jnp.sum(w * b * sqD * g12n) / B
             y22 = (jnp.sum(w * c * g22) + extra / (1 + G22 * sigma2)) / B
@@ -118,14 +150,6 @@ class _Equivalent(eqx.Module):
             return x - T(x, s)
 
         jac = jax.jacfwd(F)
-        scale = jnp.sqrt(jnp.sum(w * lam**2 * D)
-                         + jnp.sum(w * lam) * (jnp.sum(w * lam * D) + self.m * sigma2) / B)
-        scale = jnp.maximum(scale, 1e-150)
-        xg, wg = np.polynomial.legendre.leggauss(self.n_nodes)
-        lo, hi = jnp.log(scale * 1e-5), jnp.log(scale * 1e2)
-        u = 0.5 * (hi - lo) * jnp.asarray(xg[::-1]) + 0.5 * (hi + lo)  # descending t
-        t = jnp.exp(u)
-        wt = 0.5 * (hi - lo) * jnp.asarray(wg[::-1]) * t
 
         def merit(x, s):
             return jnp.sum((F(x, s) / (jnp.abs(x) + 1e-300)) ** 2)
@@ -161,19 +185,16 @@ class _Equivalent(eqx.Module):
             x, _ = jax.lax.scan(newton(s), x, None, length=self.n_newton)
             return (to_z(x), z1, ls, ls1), x
 
-        s_f = t**2
         s0 = s_f[0]
         x0 = jnp.stack([-jnp.sum(w * a) / (B * s0), jnp.zeros(()),
                         (jnp.sum(w * c) + extra) / B])
         z0 = to_z(x0)
         l0 = jnp.log(s0)
         _, xs = jax.lax.scan(node, (z0, z0, l0, l0 + 1.0), s_f)
-        res = jax.vmap(lambda x, s: jnp.max(jnp.abs(F(x, s)) / (jnp.abs(x) + 1e-300)))(xs, t**2)
-        g11, g12n, _, _ = jax.vmap(lambda x, s: _blocks(x, s, a, lam, b, c, sigma2))(xs, t**2)
-        integ = jnp.sum(wt[:, None] * g12n, 0) + t[0] * g12n[0] + t[-1] * g12n[-1]
-        rho = (2 / jnp.pi) * integ
-        noise_small_s = 1 + t[-1] ** 2 * g11[-1]
-        return rho, noise_small_s, jnp.max(res)
+        res = jax.vmap(lambda x, s: jnp.max(jnp.abs(F(x, s)) / (jnp.abs(x) + 1e-300)))(xs, s_f)
+        g11, g12n, _, _ = jax.vmap(
+            lambda x, s: _blocks(x, s, a, lam, b, c, sigma2, classes))(xs, s_f)
+        return g11, g12n, jnp.max(res)
 
 
 def _noise_mode(lam, w, d_eff, m, B):
@@ -279,15 +300,6 @@ def _signsvd_builder(opt, problem, n_nodes: int = 48, n_newton: int = 3) -> Sign
     return signsvd_theory(opt, problem.eigenvalues, problem.initial_energies, problem.m,
                           sigma2=problem.sigma2, weights=problem.weights, n_nodes=n_nodes,
                           n_newton=n_newton)
-
-
-@register(Muon)
-def _muon_builder(opt, problem, n_nodes: int = 48, n_newton: int = 3) -> SignSVDTheory:
-    """Muon is predicted by the exact-polar SignSVD ODE (momentum 0 only)."""
-    if opt.momentum != 0:
-        raise ValueError(f"the SignSVD ODE predicts Muon with `momentum`=0 only, got "
-                         f"{opt.momentum}")
-    return _signsvd_builder(opt, problem, n_nodes, n_newton)
 
 
 def signsvd_drift_noise(problem, D=None, batch: int = 1, **options):

@@ -1,0 +1,314 @@
+"""Muon (optax's Newton–Schulz orthogonalisation, with momentum): the row-energy ODE.
+
+Update (simulated by `optax.contrib.muon(η/√max(1, m/d), beta=μ, nesterov=False)`):
+`M_k = Σ_{j<k} w_j G_{k−j}`, `w_j = (1 − μ)μ^j/(1 − μ^k)` (bias-corrected EMA),
+`W ← W − η NS(M_k)`. As for SignSVD (`_signsvd.py`), with `Q = NS(M)`:
+
+    dD_i/dk = −2η drift_i + η² noise_i,   drift_i = E(QΔᵀ)_ii = ρ_i D_i,  noise_i = E(QQᵀ)_ii
+
+**Newton–Schulz as a spectral map.** optax divides by `n = ‖M‖_F + 1e-8`, then applies
+`ns_steps` times `X ← aX + b(XXᵀ)X + c(XXᵀ)²X` (`(a, b, c) = (3.4445, −4.775, 2.0315)`),
+so `NS(M) = U f(S/n) Vᵀ` with `f = p∘…∘p`, `p(x) = ax + bx³ + cx⁵` (`f(x) ≈ a⁵x ≈ 485x`
+for `x ≲ 2·10⁻³`, then oscillating in `[0.68, 1.2]` up to `x = 1`). Hence
+`NS(M) = φ(MMᵀ)M` with `φ(u) = f(√u/n)/√u = h(u/n²)/n`, `h(v) = f(√v)/√v`, and
+`NS NSᵀ = F(MMᵀ/n²)`, `F(v) = f(√v)²`. `n² ≈ E‖M‖_F²`, exactly (Gaussian data):
+
+    E‖M‖_F² = (1 + 1/B_eff) Σ λ_i² D_i + tr K (2P + mσ²)/B_eff,   1/B_eff = Σ_samples c_b²
+
+(`B_eff = B` without momentum). Pole sums with `t_j` on a log grid (least squares):
+
+    h(v) ≈ Σ_j c_j/(t_j + v),    F(v) ≈ Σ_j e_j v/(t_j + v)
+
+fitted to `f` smoothed by a Gaussian window in `log x` (standard deviation `smooth/2`
+decades; `f(x) := f(1)` for `x > 1`, where `x = s/√E‖M‖²` can land when `‖M‖_F`
+fluctuates). The smoothing stands for the spread of `x` between samples: the
+oscillations of `f` cannot be written with poles on the negative axis (errors in
+`docs/theory/muon.md`). With `s_j = t_j n²` and the blocks `g11_i, g12_i` of the
+deterministic equivalent (`_signsvd._Equivalent.at_nodes`):
+
+    ρ_i = n Σ_j c_j g12_i(s_j)/√D_i,     noise_i = Σ_j e_j (1 + s_j g11_i(s_j))
+
+**Top singular value (`spike=True`).** The smoothing is wrong where one singular value
+is sharply located: a mode `i` that dominates `M` has `x_i² ≈ A_i/(A_i + R_i)`,
+`A_i = λ_i² D_i y² + λ_i(2P + mσ²)/B_eff`, `R_i = E‖M‖² − E A_i` (times an independent
+`y'`), `y, y' ~ χ²_B_eff/B_eff` (lognormal, 16×16 Gauss–Hermite nodes), and `f(x_i)`
+sits where `f` drops from 1.03 (`x = 0.85`) to 0.68 (`x = 0.9`). Drift and noise of mode `i`
+are multiplied by `κ1 = E f(x_i)/E f̃(x_i)` and `κ2 = E f(x_i)²/E f̃(x_i)²` (`f̃` the
+fitted map) with the weight `clip((q_i − 0.3)/0.3, 0, 1)·clip((B_eff − 8)/16, 0, 1)`,
+`q_i = E A_i/E‖M‖²`: spike-like modes only, and only where `x` concentrates.
+
+**Momentum (quasi-static Δ).** `M_k = Σ_b c_b x_b r_bᵀ` over all past samples, class `j`
+(`B` samples, lag `j`) with `c_j ∝ μ^j` (fractional presence `clip(k + 1 − j, 0, 1)`
+of class `j` at continuous time `k`; `Σ c = 1`). The leave-one-out equivalent with
+per-sample weights keeps the same three scalars `x` (with `B → B_eff`) and replaces Γ by
+the class sum (`_signsvd._gamma`, `p_j = c_j B_eff`):
+
+    Γ = (1/B_eff) Σ_j B p_j [−p_j x22, 1 + p_j x12, −p_j x11] / ((1 + p_j x12)² − p_j² x11 x22)
+
+`momentum_weights="effective"` instead uses equal weights at
+`B_eff(k) = B(1 + μ)(1 − μ^n)/((1 − μ)(1 + μ^n))`, `n = k + 1` (the quasi-static
+effective-batch approximation). Consecutive updates share
+samples: writing `Q_k = Q̄ + ξ_k` (`Q̄_i = ρ_i Δ_i`, closure), `Δ_k` contains `−η Σ_l ξ_{k−l}`,
+and with `ξ` linear in the fluctuation of `M` (`corr(M_k, M_{k−l}) = r_l`,
+`r_l = μ^l √((1 − μ^{2(n−l)})/(1 − μ^{2n}))`, damped by `e^{−ηρ_i l}`),
+
+    noise_i → ρ_i² D_i + (noise_i − ρ_i² D_i)(1 + 2 Σ_{l≥1} r_l e^{−ηρ_i l})
+
+(stationary factor `(1 + μ)/(1 − μ)`). Lag of the mean (`lag=True`): the signal of `M` is
+the EMA `Δ̃ = Σ w_j Δ(k − j)`; per mode the state is `(D, C = ⟨Δ̃_i, Δ_i⟩, D̃ = ‖Δ̃_i‖²)`,
+the equivalent is evaluated at `D̃` (`E Q_i = ρ̃_i Δ̃_i`), and with `g = (1 − μ)/(1 − μ^{k+2})`
+
+    dD/dk = −2ηρ̃C + η² noise,  dC/dk = g(D + dD − C) − (1 − g)ηρ̃D̃,
+    dD̃/dk = −(2g − g²)D̃ + (2g − 2g²)C + g²D
+
+**Regime.** As SignSVD (diagonal closure `ΔΔᵀ ≈ diag(D)`, orthogonal target rows) plus:
+`‖M‖_F` replaced by its mean (fluctuates at small `B_eff`: coefficient of variation
+≈ 1 at `B = 4` on an `α = 1.5` power law; there all `x` sit in the saturated range where
+only the smoothed `f` matters), and `f` smoothed. Measured accuracy: `docs/theory/muon.md`.
+
+References: Jordan et al., "Muon" (2024); "Phases of Muon" (arXiv 2605.09552).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..optimizers import Muon
+from ._base import AbstractRateTheory, register
+from ._signsvd import _check_matrix, _Equivalent
+
+__all__ = ["MuonTheory", "muon_theory", "ns_map", "pole_fit", "expected_sq_norm"]
+
+NS_COEFFS = (3.4445, -4.775, 2.0315)  # optax.contrib._muon._DEFAULT_NS_COEFFS
+NS_EPS = 1e-8  # optax's Frobenius pre-scaling: M/(‖M‖_F + eps)
+
+
+def ns_map(x, ns_steps: int = 5, coeffs=NS_COEFFS):
+    """`f(x)`: the scalar map of `ns_steps` Newton–Schulz steps on singular values."""
+    a, b, c = coeffs
+    x = np.asarray(x, np.float64)
+    for _ in range(int(ns_steps)):
+        x = a * x + b * x**3 + c * x**5
+    return x
+
+
+def _smoothed_f(x, ns_steps, smooth):
+    f1 = float(ns_map(1.0, ns_steps))
+    ev = lambda z: np.where(z <= 1, ns_map(np.minimum(z, 1.0), ns_steps), f1)  # noqa: E731
+    if smooth <= 0:
+        return ev(x)
+    g = np.linspace(-1.0, 1.0, 41)
+    wg = np.exp(-2.0 * g**2)
+    wg /= wg.sum()
+    return sum(wk * ev(x * 10.0 ** (smooth * gk)) for gk, wk in zip(g, wg))
+
+
+@functools.lru_cache(maxsize=16)
+def pole_fit(ns_steps: int = 5, smooth: float = 0.3, per_decade: int = 4, ridge: float = 1e-6):
+    """Pole sums `h(v) ≈ Σ c_j/(t_j + v)`, `F(v) ≈ Σ e_j v/(t_j + v)` (module docstring).
+
+    Returns `(t, c, e, info)`: `t` descending (numpy), `info` with the max relative error
+    of both fits to the smoothed target on `v ∈ [v_lo, 100]` and the rms relative
+    deviation of the smoothed `f` from `f` (the oscillation that is averaged out).
+    """
+    if not (isinstance(ns_steps, int) and ns_steps >= 1):
+        raise ValueError(f"`ns_steps` must be an integer >= 1, got {ns_steps!r}")
+    if not 0 <= smooth <= 1:
+        raise ValueError(f"`smooth` must be in [0, 1] (decades), got {smooth!r}")
+    slope = NS_COEFFS[0] ** ns_steps
+    t_lo = min(1e-9, 1e-3 / slope**2)
+    t = np.logspace(np.log10(t_lo), 2.0, int(round((2 - np.log10(t_lo)) * per_decade)) + 1)
+    v = np.logspace(np.log10(t_lo) - 3, 2.0, 3000)
+    fx = _smoothed_f(np.sqrt(v), ns_steps, smooth)
+    h, F = fx / np.sqrt(v), fx**2
+
+    def lsq(A, y):  # relative least squares, column-scaled ridge
+        Ar = A / y[:, None]
+        cs = np.linalg.norm(Ar, axis=0)
+        Ars = Ar / cs
+        coef = np.linalg.solve(Ars.T @ Ars + ridge * np.eye(t.size), Ars.T @ np.ones_like(y))
+        return coef / cs, float(np.max(np.abs(A @ (coef / cs) / y - 1)))
+
+    c, err_h = lsq(1.0 / (t[None, :] + v[:, None]), h)
+    e, err_F = lsq(v[:, None] / (t[None, :] + v[:, None]), F)
+    sat = v > 1e-4
+    osc = float(np.sqrt(np.mean((fx[sat] / ns_map(np.sqrt(np.minimum(v[sat], 1)), ns_steps)
+                                 - 1) ** 2)))
+    info = {"err_h": err_h, "err_F": err_F, "osc_rms": osc, "n_poles": int(t.size)}
+    return t[::-1].copy(), c[::-1].copy(), e[::-1].copy(), info
+
+
+def expected_sq_norm(lam, w, D, m, sigma2, batch_eff):
+    """`E‖M‖_F² = (1 + 1/B_eff) Σ w λ² D + (Σ w λ)(Σ w λ D + mσ²)/B_eff` (exact, Gaussian
+    data, any Δ with row energies `D` in the eigenbasis; `M = Σ_b c_b x_b r_bᵀ`,
+    `Σ c_b = 1`, `1/B_eff = Σ c_b²`)."""
+    return ((1 + 1 / batch_eff) * jnp.sum(w * lam**2 * D)
+            + jnp.sum(w * lam) * (jnp.sum(w * lam * D) + m * sigma2) / batch_eff)
+
+
+class MuonTheory(AbstractRateTheory):
+    """Row-energy ODE of Muon (module docstring). State: `D` (modes)."""
+
+    eq: _Equivalent
+    D0: jax.Array
+    eta: jax.Array | None
+    t_poles: jax.Array
+    c_poles: jax.Array
+    e_poles: jax.Array
+    momentum: jax.Array
+    schedule: object = eqx.field(static=True)
+    n_lags: int = eqx.field(static=True)
+    weights: str = eqx.field(static=True)  # "exact" | "effective"
+    noise_correlation: bool = eqx.field(static=True)
+    lag: bool = eqx.field(static=True)  # track the lagged momentum Δ̃ (μ > 0)
+    spike: bool = eqx.field(static=True)  # top-singular-value correction
+    ns_steps: int = eqx.field(static=True)
+
+    def init_state(self):
+        if self.lag:  # (D, C = ⟨Δ̃, Δ⟩, D̃ = ‖Δ̃‖²) per mode
+            return jnp.stack([self.D0, self.D0, self.D0])
+        return self.D0
+
+    def risk(self, y):
+        D = y[0] if self.lag else y
+        return 0.5 * jnp.sum(self.eq.w * self.eq.lam * D)
+
+    def lr(self, k, D):
+        if self.schedule is not None:
+            return jnp.asarray(self.schedule(k), jnp.float64)
+        return self.eta
+
+    def _classes(self, k):
+        """`(B_eff, classes or None, r_l)` at time `k` (`k + 1` gradients in `M`)."""
+        mu, B = self.momentum, self.eq.batch
+        if self.n_lags == 1:
+            return B, None, jnp.zeros((1,))
+        ng = k + 1.0
+        j = jnp.arange(self.n_lags, dtype=jnp.float64)
+        raw = mu**j * jnp.clip(ng - j, 0.0, 1.0)
+        s1, s2 = jnp.sum(raw), jnp.sum(raw**2)
+        B_eff = B * s1**2 / s2
+        # correlation of M_k and M_{k-l}, l = 1..n_lags-1 (EMA of independent gradients)
+        lag = j[1:]
+        left = jnp.clip(ng - lag, 0.0, None)
+        r = (mu**lag * jnp.sqrt((1 - mu ** (2 * left)) / (1 - mu ** (2 * ng)))
+             * jnp.clip(ng - lag, 0.0, 1.0))
+        if self.weights == "effective":
+            return B_eff, None, r
+        return B_eff, (jnp.full_like(raw, B), raw * s1 / s2), r
+
+    def _spike(self, D, n2, B_eff):
+        """Top-singular-value correction `(κ1, κ2)` per mode (module docstring)."""
+        eq, lam = self.eq, self.eq.lam
+        P2 = jnp.sum(eq.w * lam * D) + eq.m * eq.sigma2
+        noise_part = lam * P2 / B_eff
+        mean_A = lam**2 * D * (1 + 1 / B_eff) + noise_part
+        rest = jnp.maximum(n2 - mean_A, 1e-300)
+        q = mean_A / n2
+        zh, wh = np.polynomial.hermite_e.hermegauss(16)
+        s2 = jnp.log1p(2 / B_eff)
+        y = jnp.exp(-s2 / 2 + jnp.sqrt(s2) * jnp.asarray(zh))  # χ²_B/B, lognormal
+        A = (lam**2 * D * y[:, None, None] ** 2 + noise_part)  # (16, 1, modes)
+        R = rest * y[None, :, None]  # the rest fluctuates independently (16 x 16 nodes)
+        x = jnp.sqrt(jnp.clip(A / (A + R), 0.0, 1.0))
+        f = x
+        for _ in range(self.ns_steps):
+            f = NS_COEFFS[0] * f + NS_COEFFS[1] * f**3 + NS_COEFFS[2] * f**5
+        ft = x * jnp.sum(self.c_poles / (self.t_poles + x[..., None] ** 2), -1)
+        w1 = jnp.asarray(wh / wh.sum())
+        wq = (w1[:, None] * w1[None, :])[..., None]
+        k1 = jnp.sum(wq * f, (0, 1)) / jnp.sum(wq * ft, (0, 1))
+        k2 = jnp.sum(wq * f**2, (0, 1)) / jnp.sum(wq * ft**2, (0, 1))
+        # spike-like modes only (q ≥ 0.6 full), and only where x concentrates: at
+        # B_eff ≲ 8 ‖M‖_F fluctuates by O(1) and the smoothing of f already covers it
+        gate = jnp.clip((q - 0.3) / 0.3, 0.0, 1.0) * jnp.clip((B_eff - 8) / 16, 0.0, 1.0)
+        return 1 + gate * (k1 - 1), 1 + gate * (k2 - 1)
+
+    def drift_noise(self, k, D):
+        """`(ρ, noise, residual)` per mode at time `k` (noise with the lag correlation)."""
+        eq, lam, w = self.eq, self.eq.lam, self.eq.w
+        B_eff, classes, r = self._classes(k)
+        n2 = expected_sq_norm(lam, w, D, eq.m, eq.sigma2, B_eff)
+        n = jnp.sqrt(jnp.maximum(n2, 1e-300)) + NS_EPS
+        s = self.t_poles * n**2
+        g11, g12n, res = eq.at_nodes(D, s, B_eff, classes)
+        rho = n * jnp.sum(self.c_poles[:, None] * g12n, 0)
+        noise = jnp.clip(jnp.sum(self.e_poles[:, None] * (1 + s[:, None] * g11), 0), 0.0, None)
+        if self.spike:
+            k1, k2 = self._spike(D, n2, B_eff)
+            rho, noise = rho * k1, noise * k2
+        if self.noise_correlation and self.n_lags > 1:
+            eta = self.lr(k, D)
+            lag = jnp.arange(1, self.n_lags, dtype=jnp.float64)
+            amp = 1 + 2 * jnp.sum(r[:, None] * jnp.exp(-eta * jnp.clip(rho, 0, None)[None, :]
+                                                      * lag[:, None]), 0)
+            mean_sq = jnp.minimum(rho**2 * D, noise)
+            noise = mean_sq + (noise - mean_sq) * amp
+        return rho, noise, res
+
+    def _rates(self, k, y):
+        if not self.lag:
+            rho, noise, _ = self.drift_noise(k, y)
+            eta = self.lr(k, y)
+            return 2 * eta * jnp.clip(rho, 0.0, None), eta**2 * noise
+        D, C, Dt = y[0], y[1], y[2]
+        rho, noise, _ = self.drift_noise(k, Dt)  # the equivalent sees the lagged Δ̃
+        rho = jnp.clip(rho, 0.0, None)
+        eta = self.lr(k, D)
+        mu = self.momentum
+        g = (1 - mu) / (1 - mu ** (k + 2))  # weight of the newest gradient at step k + 1
+        dD = -2 * eta * rho * C + eta**2 * noise
+        a_D = 2 * eta * rho * jnp.clip(C, 0.0, None) / jnp.maximum(D, 1e-300)
+        f_D = -2 * eta * rho * jnp.clip(C, None, 0.0) + eta**2 * noise
+        a = jnp.stack([a_D, g * jnp.ones_like(D), (2 * g - g**2) * jnp.ones_like(D)])
+        f = jnp.stack([f_D, g * (D + dD) - (1 - g) * eta * rho * Dt,
+                       (2 * g - 2 * g**2) * C + g**2 * D])
+        return a, f
+
+
+def muon_theory(opt, lam, D0, m, sigma2=0.0, weights=None, *, smooth: float = 0.3,
+                momentum_weights: str = "exact", noise_correlation: bool = True,
+                lag: bool = True, spike: bool = True, n_newton: int = 3,
+                lag_tol: float = 1e-10) -> MuonTheory:
+    """Build the Muon ODE from a spectrum (`weights` = multiplicities, compressed).
+
+    `momentum_weights`: `"exact"` (per-lag weight classes) or `"effective"` (equal
+    weights at `B_eff`); `noise_correlation`: the lag correlation of the updates;
+    `lag`: evolve the lagged momentum `Δ̃` (else quasi-static `Δ̃ = Δ`); `spike`: the
+    top-singular-value correction; `smooth`: window of the fitted `f` (decades).
+    """
+    lam = np.asarray(lam, np.float64)
+    D0 = np.asarray(D0, np.float64)
+    w = np.ones_like(lam) if weights is None else np.asarray(weights, np.float64)
+    if not (lam.shape == D0.shape == w.shape) or lam.ndim != 1:
+        raise ValueError(f"`lam`, `D0`, `weights` must be 1-D of equal shape, got "
+                         f"{lam.shape}, {D0.shape}, {w.shape}")
+    if not m >= 1:
+        raise ValueError(f"`m` must be >= 1, got {m}")
+    if momentum_weights not in ("exact", "effective"):
+        raise ValueError(f"`momentum_weights` must be 'exact' or 'effective', got "
+                         f"{momentum_weights!r}")
+    if not 0 < lag_tol < 1:
+        raise ValueError(f"`lag_tol` must be in (0, 1), got {lag_tol!r}")
+    mu = float(opt.momentum)
+    n_lags = 1 if mu == 0 else int(np.ceil(np.log(lag_tol) / np.log(mu))) + 1
+    t, c, e, _ = pole_fit(int(opt.ns_steps), float(smooth))
+    f64 = functools.partial(jnp.asarray, dtype=jnp.float64)
+    eq = _Equivalent(f64(lam), f64(w), f64(m), f64(opt.batch), f64(sigma2), 8, int(n_newton))
+    eta = None if callable(opt.lr) else f64(opt.lr)
+    return MuonTheory(eq, f64(D0), eta, f64(t), f64(c), f64(e), f64(mu),
+                      opt.lr if callable(opt.lr) else None, n_lags, momentum_weights,
+                      bool(noise_correlation), bool(lag) and n_lags > 1, bool(spike),
+                      int(opt.ns_steps))
+
+
+@register(Muon)
+def _muon_builder(opt, problem, **options) -> MuonTheory:
+    _check_matrix(problem, opt)
+    return muon_theory(opt, problem.eigenvalues, problem.initial_energies, problem.m,
+                       sigma2=problem.sigma2, weights=problem.weights, **options)
