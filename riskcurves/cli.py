@@ -3,6 +3,7 @@
     riskcurves demo [--out DIR] [--d 1000] [--n-runs 32] [--steps 2000]
     riskcurves compare --optimizer sgd --d 1000 --alpha 1.5 --beta 0.5 --lr 0.2 --batch 4
     riskcurves threshold --optimizer sgd --d 1000 --alpha 1.5 --beta 0.5 --batch 4
+    riskcurves phase-diagram --d 10000 --batch 16 [--from-json docs/theory/phases.json]
 
 Bad input is reported as one line `riskcurves: error: ...` with exit status 2.
 Optimizers register themselves in `OPTIMIZERS` (for `compare`) and in
@@ -346,46 +347,112 @@ MATRIX_SIGNSGD_DEMO_LR = 1e-3
 
 
 def _cmd_phase_diagram(a):
+    """Compute (or, with --from-json, reload) the phase grid; write PNG + JSON."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    import riskcurves as rc
-    alphas = np.linspace(a.alpha_min, a.alpha_max, a.n_alpha)
-    betas = np.linspace(a.beta_min, a.beta_max, a.n_beta)
+    from riskcurves.theory._phases import phase_grid
     t0 = time.perf_counter()
-    phase, final = rc.theory.phase_diagram(alphas, betas, d=a.d, batch=a.batch, sigma=a.sigma,
-                                           k_max=a.steps, n_lr=a.n_lr)
+    if a.from_json:
+        try:
+            with open(a.from_json) as f:
+                data = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"--from-json: cannot read {a.from_json!r}: {e}") from None
+        grids = data["grids"] if isinstance(data, dict) and "grids" in data else [data]
+        if not all(isinstance(g, dict) and "phase" in g for g in grids):
+            raise ValueError(f"--from-json: {a.from_json!r} holds no phase grid")
+    else:
+        alphas = _phase_axis("alpha", a.alphas, a.alpha_min, a.alpha_max, a.n_alpha)
+        betas = _phase_axis("beta", a.betas, a.beta_min, a.beta_max, a.n_beta)
+        for name, v, lo in (("--d", a.d, 2), ("--batch", a.batch, 1), ("--n-lr", a.n_lr, 3),
+                            ("--k-min", a.k_min, 1), ("--n-fine", a.n_fine, 0),
+                            ("--n-checkpoints", a.n_checkpoints, 2)):
+            if v < lo:
+                raise ValueError(f"{name} must be >= {lo}, got {v}")
+        if not a.steps > a.k_min:
+            raise ValueError(f"--steps must be > --k-min ({a.k_min}), got {a.steps}")
+        if not (a.sigma >= 0 and a.noise_ratio >= 0):
+            raise ValueError(f"--sigma and --noise-ratio must be >= 0, got {a.sigma}, "
+                             f"{a.noise_ratio}")
+        if a.sigma > 0 and a.noise_ratio > 0:
+            raise ValueError("give at most one of --sigma and --noise-ratio")
+        g = phase_grid(
+            alphas, betas, d=a.d, batch=a.batch, sigma=a.sigma, k_max=a.steps, n_lr=a.n_lr,
+            noise_ratio=a.noise_ratio or None, k_min=a.k_min, n_checkpoints=a.n_checkpoints,
+            n_fine=a.n_fine, lr_span=1e4, n_nodes=80,
+            progress=lambda i, j, sec: print(f"alpha={alphas[i]:g} beta={betas[j]:g}: "
+                                             f"{sec:.1f} s", flush=True))
+        g.update(d=a.d, batch=a.batch, sigma=a.sigma, noise_ratio=a.noise_ratio,
+                 seconds=time.perf_counter() - t0)
+        grids = [g]
     os.makedirs(a.out, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    _plot_phase(ax, alphas, betas, phase, final,
-                f"SignSVD vs SignSGD, d={a.d}, B={a.batch}, k<={a.steps}")
+    n = len(grids)
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.4), squeeze=False)
+    for ax, g in zip(axes[0], grids):
+        _plot_phase(ax, g)
     fig.tight_layout()
     path = os.path.join(a.out, "phase_diagram.png")
     fig.savefig(path, dpi=110)
+    plt.close(fig)
     with open(os.path.join(a.out, "phase_diagram.json"), "w") as f:
-        json.dump({"alphas": alphas.tolist(), "betas": betas.tolist(), "phase": phase.tolist(),
-                   "final_log_ratio": final.tolist(), "d": a.d, "batch": a.batch,
-                   "seconds": time.perf_counter() - t0}, f, indent=2)
-    print("phase (rows alpha, cols beta; +1 SignSVD better, -1 SignSGD better, 0 trade-off):")
-    print(phase)
+        json.dump(grids[0] if n == 1 else {"grids": grids}, f)
+    for g in grids:
+        print(f"d={g.get('d')} B={g.get('batch')} noise_ratio={g.get('noise_ratio', 0)}: "
+              "phase (rows alpha, cols beta; +1 SignSVD better, -1 SignSGD better, "
+              "0 trade-off):")
+        print(np.asarray(g["phase"]))
     print(f"figure: {path}")
     return 0
 
 
-def _plot_phase(ax, alphas, betas, phase, final, title):
-    """Phase map: colour = log(P_SignSVD/P_SignSGD) at the last horizon, symbol = phase."""
-    lim = max(float(np.max(np.abs(final))), 1e-3)
-    im = ax.pcolormesh(betas, alphas, final, cmap="coolwarm", vmin=-lim, vmax=lim,
-                       shading="nearest")
-    ax.figure.colorbar(im, ax=ax, label="log(P_SignSVD / P_SignSGD) at k_max")
-    marks = {1: "SVD", -1: "SGN", 0: "flip"}
-    for i, al in enumerate(alphas):
-        for j, be in enumerate(betas):
-            ax.text(be, al, marks[int(phase[i, j])], ha="center", va="center", fontsize=8)
-    ax.set_xlabel("beta (row energies j^-beta)")
-    ax.set_ylabel("alpha (eigenvalues j^-alpha)")
-    ax.set_title(title, fontsize=9)
+def _phase_axis(name, values, lo, hi, n):
+    if values is not None:
+        vals = np.asarray(values, np.float64)
+    else:
+        if n < 1:
+            raise ValueError(f"--n-{name} must be >= 1, got {n}")
+        vals = np.linspace(lo, hi, n)
+    if not np.all(np.isfinite(vals)) or (name == "alpha" and np.any(vals <= 0)):
+        raise ValueError(f"--{name}s must be finite{' and > 0' if name == 'alpha' else ''},"
+                         f" got {vals.tolist()}")
+    return vals
+
+
+_PHASE_STYLE = {1: ("#4c72b0", "SignSVD better"), -1: ("#dd8452", "SignSGD better"),
+                0: ("#8c8c8c", "trade-off (ordering flips)")}
+
+
+def _plot_phase(ax, g):
+    """Phase map: cell colour = phase (legend), text = log(P_SignSVD/P_SignSGD) at the
+    last horizon (and the flip horizon k* for trade-off cells)."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    alphas, betas = np.asarray(g["alphas"]), np.asarray(g["betas"])
+    phase = np.asarray(g["phase"])
+    cmap = ListedColormap([_PHASE_STYLE[v][0] for v in (-1, 0, 1)])
+    ax.pcolormesh(np.arange(len(betas)), np.arange(len(alphas)), phase, cmap=cmap,
+                  vmin=-1.5, vmax=1.5, shading="nearest")
+    for i in range(len(alphas)):
+        for j in range(len(betas)):
+            txt = f"{g['final_log_ratio'][i][j]:+.2f}"
+            fk = g.get("flip_k", [[None] * len(betas)] * len(alphas))[i][j]
+            if phase[i, j] == 0 and fk is not None:
+                txt += f"\nk*={fk:.0f}"
+            ax.text(j, i, txt, ha="center", va="center", fontsize=7, color="white")
+    ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
+    ax.set_yticks(range(len(alphas)), [f"{x:g}" for x in alphas])
+    ax.set_xlabel("β (target row energies D_j(0) = j^-β)")
+    ax.set_ylabel("α (eigenvalues λ_j = j^-α)")
+    nr = g.get("noise_ratio") or 0
+    noise = f", mσ²/2P0={nr:g}" if nr else (f", σ={g['sigma']:g}" if g.get("sigma") else "")
+    ax.set_title(f"SignSVD vs SignSGD (generic K), d={g.get('d')}, B={g.get('batch')}"
+                 f"{noise}\nk in [{g['k'][0]}, {g['k'][-1]}]; text: log(P_SVD/P_SGN) at "
+                 "k_max", fontsize=8)
+    ax.legend(handles=[Patch(color=c, label=lab) for c, lab in _PHASE_STYLE.values()],
+              fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
 
 
 def _add_phase_parser(sub):
@@ -393,14 +460,23 @@ def _add_phase_parser(sub):
     q.add_argument("--d", type=int, default=10_000)
     q.add_argument("--batch", type=int, default=32)
     q.add_argument("--sigma", type=float, default=0.0)
-    q.add_argument("--steps", type=int, default=3000)
+    q.add_argument("--noise-ratio", type=float, default=0.0,
+                   help="label noise by m sigma^2 = ratio * 2 P0 (excludes --sigma)")
+    q.add_argument("--steps", type=int, default=10_000)
+    q.add_argument("--k-min", type=int, default=10, help="ignore horizons below this")
+    q.add_argument("--n-checkpoints", type=int, default=17)
     q.add_argument("--n-lr", type=int, default=8)
+    q.add_argument("--n-fine", type=int, default=24, help="fine step sizes (0: coarse only)")
+    q.add_argument("--alphas", type=float, nargs="+", default=None, help="explicit grid")
+    q.add_argument("--betas", type=float, nargs="+", default=None, help="explicit grid")
     q.add_argument("--alpha-min", type=float, default=1.0)
     q.add_argument("--alpha-max", type=float, default=2.0)
     q.add_argument("--n-alpha", type=int, default=3)
     q.add_argument("--beta-min", type=float, default=0.25)
     q.add_argument("--beta-max", type=float, default=1.25)
     q.add_argument("--n-beta", type=int, default=3)
+    q.add_argument("--from-json", default=None,
+                   help="replot a saved grid, e.g. docs/theory/phases.json (no solve)")
     q.add_argument("--out", default="riskcurves-out")
     q.set_defaults(fn=_cmd_phase_diagram)
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["local_drift_exponent", "compressed_power_law", "compare_at_optimal_lr",
-           "phase_diagram"]
+           "phase_diagram", "phase_grid", "classify", "flip_time"]
 
 
 def local_drift_exponent(lam, D, m, batch, sigma2=0.0, weights=None, **options):
@@ -117,11 +117,26 @@ class _EtaWrap(eqx.Module):
 
 def compare_at_optimal_lr(alpha, beta, d=10_000, batch=32, sigma=0.0, m_ratio=2.0,
                           k_max=10_000, n_lr=10, n_checkpoints=24, compressed=True,
-                          signsgd_basis="generic", rtol=1e-3):
+                          signsgd_basis="generic", rtol=1e-3, *, noise_ratio=None,
+                          lr_span=1e3, k_min=10, max_extend=4, n_nodes=120, n_fine=16):
     """Best-over-step-size ODE risk of SignSVD and matrix SignSGD at each horizon.
 
+    Each method is solved on its own log grid of `n_lr` constant step sizes spanning
+    `lr_span`, centred near its measured best step sizes (SignSVD `0.1 η_0`,
+    `η_0 = √(2P_0/tr K)`; SignSGD `3·10⁻³ η_0/√m`). If the best step size of some horizon
+    `k >= k_min` sits on a grid edge, the grid is extended by a further block of
+    `n_lr` step sizes on that side (same log spacing, no recompilation), at most
+    `max_extend` times per side. Then `n_fine` more step sizes, log-spaced between
+    the coarse neighbours of the smallest and largest best step size, are solved:
+    with few modes carrying the risk (large `β`) `P(k; η)` is far from a parabola in
+    `log η` and a coarse grid gives staircase envelopes (spurious flips).
+    `noise_ratio` = `ν` sets the label noise by `m σ² = ν · 2P_0` (total label-noise
+    energy relative to the initial excess risk; comparable across `d`); it excludes
+    `sigma`.
+
     Returns a dict with `k`, `svd`, `sgn` (envelopes), `svd_lr`, `sgn_lr` (argmin
-    step sizes per horizon) and the step-size grids.
+    step sizes per horizon), the step-size grids, `P0`, `sigma` and `edge` (True if
+    a best step size is still on a grid edge for some `k >= k_min`).
     """
     from ..odes._signsvd import signsvd_theory
     from ..optimizers import SignSVD
@@ -129,8 +144,18 @@ def compare_at_optimal_lr(alpha, beta, d=10_000, batch=32, sigma=0.0, m_ratio=2.
     if signsgd_basis not in ("generic", "diagonal"):
         raise ValueError(f"`signsgd_basis` must be 'generic' or 'diagonal', got "
                          f"{signsgd_basis!r}")
+    if not (int(n_lr) == n_lr and n_lr >= 3):
+        raise ValueError(f"`n_lr` must be an integer >= 3, got {n_lr!r}")
+    if not lr_span > 1:
+        raise ValueError(f"`lr_span` must be > 1, got {lr_span!r}")
+    if not (k_max >= 2 and d >= 2 and batch >= 1):
+        raise ValueError(f"need `k_max` >= 2, `d` >= 2, `batch` >= 1; got {k_max}, {d}, "
+                         f"{batch}")
+    if noise_ratio is not None and (sigma != 0 or not noise_ratio >= 0):
+        raise ValueError(f"`noise_ratio` must be >= 0 and excludes `sigma`, got "
+                         f"noise_ratio={noise_ratio!r}, sigma={sigma!r}")
     if compressed:
-        lam, D0, w = compressed_power_law(d, alpha, beta)
+        lam, D0, w = compressed_power_law(d, alpha, beta, n_nodes)
     else:
         j = np.arange(1, d + 1.0)
         lam, D0, w = j**-alpha, j**-beta, np.ones(d)
@@ -138,22 +163,59 @@ def compare_at_optimal_lr(alpha, beta, d=10_000, batch=32, sigma=0.0, m_ratio=2.
     ks = np.unique(np.round(np.geomspace(1, k_max, n_checkpoints)).astype(np.int64))
     ts = jnp.asarray(np.concatenate([[0], ks]), jnp.float64)
     P0 = 0.5 * np.sum(w * lam * D0)
-    # step-size grids around each method's natural scale (risk halves in ~k_max^(1/2) steps)
+    if noise_ratio is not None:
+        sigma = float(np.sqrt(noise_ratio * 2 * P0 / m))
     svd_scale = np.sqrt(2 * P0 / np.sum(w * lam))  # η such that one step moves √D ~ O(1)
     sgn_scale = svd_scale / np.sqrt(m)
-    grid = np.geomspace(1e-3, 1.0, n_lr)
+    # measured best constant step sizes for k in [10, 3e4]: SignSVD 0.6–0.01 η_0,
+    # SignSGD 1e-2–1e-4 η_0/√m (d = 1e4–1e5); the grids start there
+    grid = np.geomspace(1 / np.sqrt(lr_span), np.sqrt(lr_span), n_lr)
+    svd_scale, sgn_scale = 0.1 * svd_scale, 3e-3 * sgn_scale
     th_svd = signsvd_theory(SignSVD(1.0, batch), lam, D0, m, sigma2=sigma**2, weights=w,
                             n_nodes=32)
     th_sgn = _signsgd_theory(lam, D0, w, m, batch, sigma**2, signsgd_basis == "diagonal")
-    r_svd = np.asarray(_solve_lrs(th_svd, jnp.asarray(svd_scale * grid), ts, rtol))[:, 1:]
-    r_sgn = np.asarray(_solve_lrs(th_sgn, jnp.asarray(sgn_scale * grid), ts, rtol))[:, 1:]
-    env_svd, env_sgn = _envelope(r_svd, grid), _envelope(r_sgn, grid)
-    r_svd = np.where(np.isfinite(r_svd), r_svd, np.inf)
-    r_sgn = np.where(np.isfinite(r_sgn), r_sgn, np.inf)
-    return {"k": ks, "svd": env_svd, "sgn": env_sgn,
-            "svd_lr": svd_scale * grid[r_svd.argmin(0)],
-            "sgn_lr": sgn_scale * grid[r_sgn.argmin(0)],
-            "svd_grid": svd_scale * grid, "sgn_grid": sgn_scale * grid, "P0": P0}
+    keep = ks >= k_min
+    out = {"k": ks, "P0": P0, "sigma": sigma, "edge": False}
+    for name, th, scale in (("svd", th_svd, svd_scale), ("sgn", th_sgn, sgn_scale)):
+        g, r = _solve_extended(th, scale * grid, ts, rtol, keep, max_extend)
+        ia = r.argmin(0)[keep]
+        out["edge"] |= bool(np.any(ia == 0) | np.any(ia == len(g) - 1))
+        if n_fine:  # fine grid between the neighbours of the coarse best step sizes
+            gf = np.geomspace(g[max(ia.min() - 1, 0)], g[min(ia.max() + 1, len(g) - 1)],
+                              n_fine + 2)[1:-1]
+            rf = np.asarray(_solve_lrs(th, jnp.asarray(gf), ts, rtol))[:, 1:]
+            rf = np.where(np.isfinite(rf) & (rf > 0), rf, np.inf)
+            _, idx = np.unique(np.round(np.log(np.concatenate([g, gf])), 9),
+                               return_index=True)  # sorted, duplicates dropped
+            g, r = np.concatenate([g, gf])[idx], np.concatenate([r, rf])[idx]
+        out[name] = _envelope(r, g)
+        out[name + "_lr"] = g[r.argmin(0)]
+        out[name + "_grid"] = g
+    return out
+
+
+def _solve_extended(th, g, ts, rtol, keep, max_extend):
+    """Risks `(n_grid, n_k)` on grid `g`, extended block-wise while the argmin over
+    step sizes of a kept horizon is on an edge."""
+    def solve(etas):
+        r = np.asarray(_solve_lrs(th, jnp.asarray(etas), ts, rtol))[:, 1:]
+        return np.where(np.isfinite(r) & (r > 0), r, np.inf)
+
+    r = solve(g)
+    q = (g[-1] / g[0]) ** (1 / (len(g) - 1))  # log spacing
+    n = len(g)
+    for _ in range(max_extend):
+        ia = r.argmin(0)[keep]
+        lo, hi = np.any(ia == 0), np.any(ia == len(g) - 1)
+        if not (lo or hi):
+            break
+        if lo:
+            gn = g[0] * q ** -np.arange(n, 0, -1.0)
+            g, r = np.concatenate([gn, g]), np.concatenate([solve(gn), r])
+        if hi:
+            gn = g[-1] * q ** np.arange(1, n + 1.0)
+            g, r = np.concatenate([g, gn]), np.concatenate([r, solve(gn)])
+    return g, r
 
 
 def _envelope(risks, grid):
@@ -167,25 +229,99 @@ def _envelope(risks, grid):
     for k, j in enumerate(i):
         if 0 < j < len(x) - 1 and np.all(np.isfinite(lr[j - 1:j + 2, k])):
             c = np.polyfit(x[j - 1:j + 2], lr[j - 1:j + 2, k], 2)
-            if c[0] > 0:
-                out[k] = min(out[k], np.exp(c[2] - c[1] ** 2 / (4 * c[0])))
+            if c[0] > 0:  # vertex drop capped by the smaller rise to a neighbour
+                cap = min(lr[j - 1, k], lr[j + 1, k]) - lr[j, k]
+                v = max(c[2] - c[1] ** 2 / (4 * c[0]), lr[j, k] - cap)
+                out[k] = min(out[k], np.exp(v))
     return out
 
 
+def classify(log_ratio, tol=0.05, median=3):
+    """Phase of one `log(P_SignSVD/P_SignSGD)` curve over horizons: `+1` if it never
+    exceeds `+tol` (SignSVD never worse beyond `tol`), `−1` if it never goes below
+    `−tol`, else `0` (trade-off: the ordering flips). All within `±tol`: the sign of
+    the last value. The curve is first smoothed by a running median over `median`
+    horizons: a single horizon where one envelope is off (best step size
+    between grid points) must not make a flip."""
+    r = _running_median(np.asarray(log_ratio, np.float64), median)
+    up, down = bool(np.any(r > tol)), bool(np.any(r < -tol))
+    if up and down:
+        return 0
+    if up or down:
+        return -1 if up else 1
+    return 1 if r[-1] <= 0 else -1
+
+
+def _running_median(r, n):
+    """Running median over `n` horizons; at the ends, the median of the first/last `n`."""
+    r = np.asarray(r, np.float64)
+    if n <= 1 or r.size < n:
+        return r
+    h = n // 2
+    return np.asarray([np.median(r[min(max(i - h, 0), r.size - n):][:n])
+                       for i in range(r.size)])
+
+
+def flip_time(k, log_ratio):
+    """Horizon of the last sign change of `log_ratio` (log-interpolated in `k`): after
+    it the ordering at the last horizon holds. `None` if the sign never changes."""
+    k, r = np.asarray(k, np.float64), np.asarray(log_ratio)
+    s = np.nonzero(np.sign(r[1:]) * np.sign(r[:-1]) < 0)[0]
+    if s.size == 0:
+        return None
+    i = int(s[-1])
+    f = r[i] / (r[i] - r[i + 1])
+    return float(np.exp(np.log(k[i]) + f * (np.log(k[i + 1]) - np.log(k[i]))))
+
+
+def phase_grid(alphas, betas, k_min=10, tol=0.05, progress=None, **kwargs):
+    """Phase diagram with everything needed to reproduce and plot it (JSON-able).
+
+    Runs `compare_at_optimal_lr(α, β, k_min=k_min, **kwargs)` on the grid and returns
+    a dict: `alphas`, `betas`, `k` (kept horizons `>= k_min`), `phase[i][j]` (see
+    `classify`), `final_log_ratio[i][j]`, `log_ratio[i][j]` (over `k`),
+    `flip_k[i][j]` (`flip_time` for trade-off points, else `None`), `svd_lr`/`sgn_lr`
+    (best step sizes at the last horizon), `edge` (a best step size stayed on a grid
+    edge) and the settings.
+    `progress(i, j, seconds)` is called after each point.
+    """
+    import time
+    alphas, betas = [float(a) for a in alphas], [float(b) for b in betas]
+    if not (alphas and betas):
+        raise ValueError("`alphas` and `betas` must be non-empty")
+    res = {key: [[None] * len(betas) for _ in alphas]
+           for key in ("phase", "final_log_ratio", "log_ratio", "flip_k", "svd_lr",
+                       "sgn_lr", "edge")}
+    k = None
+    for i, a in enumerate(alphas):
+        for j, b in enumerate(betas):
+            t0 = time.perf_counter()
+            out = compare_at_optimal_lr(a, b, k_min=k_min, **kwargs)
+            keep = out["k"] >= k_min
+            k = out["k"][keep]
+            lr_ = np.log(out["svd"][keep] / out["sgn"][keep])
+            res["phase"][i][j] = classify(lr_, tol)
+            res["final_log_ratio"][i][j] = float(lr_[-1])
+            res["log_ratio"][i][j] = [float(x) for x in lr_]
+            fk = flip_time(k, _running_median(lr_, 3))
+            res["flip_k"][i][j] = fk if res["phase"][i][j] == 0 else None
+            res["svd_lr"][i][j] = float(out["svd_lr"][-1])
+            res["sgn_lr"][i][j] = float(out["sgn_lr"][-1])
+            res["edge"][i][j] = bool(out["edge"])
+            if progress is not None:
+                progress(i, j, time.perf_counter() - t0)
+    res.update(alphas=alphas, betas=betas, k=[int(x) for x in k], k_min=k_min, tol=tol,
+               settings={key: v for key, v in kwargs.items()
+                         if isinstance(v, (int, float, str, bool, type(None)))})
+    return res
+
+
 def phase_diagram(alphas, betas, k_min=10, **kwargs):
-    """Phases on the `(α, β)` grid (see module docstring).
+    """Phases on the `(α, β)` grid (see module docstring and `phase_grid`).
 
     Returns `(phase, log_ratio)`: `phase[i, j] ∈ {+1, 0, −1}` for `(alphas[i],
     betas[j])`, and `log_ratio[i, j]` = `log(P_SignSVD/P_SignSGD)` at the largest
     horizon (negative: SignSVD ahead). Horizons `k < k_min` are ignored.
     """
-    phase = np.zeros((len(alphas), len(betas)), np.int64)
-    final = np.zeros((len(alphas), len(betas)))
-    for i, a in enumerate(alphas):
-        for j, b in enumerate(betas):
-            out = compare_at_optimal_lr(a, b, **kwargs)
-            keep = out["k"] >= k_min
-            lr_ = np.log(out["svd"][keep] / out["sgn"][keep])
-            phase[i, j] = 1 if np.all(lr_ < 0) else (-1 if np.all(lr_ > 0) else 0)
-            final[i, j] = lr_[-1]
-    return phase, final
+    g = phase_grid(alphas, betas, k_min=k_min, **kwargs)
+    return np.asarray(g["phase"], np.int64), np.asarray(g["final_log_ratio"])
