@@ -85,7 +85,7 @@ def _demo_problem(d):
 
 DEMO_CASES: list[DemoCase] = [
     DemoCase("signsvd", lambda d: _signsvd_demo(d), steps=400, ode_options={"rtol": 1e-4}),
-    # Muon (5 Newton–Schulz steps, no momentum) against the exact-polar SignSVD ODE
+    # Muon (5 Newton–Schulz steps, no momentum) against its own ODE (NS map as a pole sum)
     DemoCase("muon", lambda d: _signsvd_demo(d, "muon"), steps=400, ode_options={"rtol": 1e-4}),
     DemoCase("matrix_signsgd", lambda d: _signsvd_demo(d, "matrix_signsgd"), steps=400),
     DemoCase("sgd", lambda d: (_demo_problem(d), _sgd_default())),

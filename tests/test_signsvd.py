@@ -104,23 +104,24 @@ def test_noise_sum_is_rank(d, m, B):
 # ---- one step: deterministic equivalent vs Monte Carlo ---------------------------
 # Tolerance on the drift, per mode: |theory − MC| <= tol·|MC| + 4·stderr(MC), on the
 # top 10 modes and on all modes; noise per mode: |theory − MC| <= 0.03 + 4·stderr.
-# Orthogonal rows (m = 2d) are the closure's home ground; m = d/2 (Gaussian rows,
-# S = ΔΔᵀ not diagonal) is where the diagonal closure is known to be off (§5.1):
-# its tolerances are stated separately and are what the closure achieves.
+# Orthogonal rows (m = 2d) are the diagonal closure's home ground; m = d/2 (Gaussian
+# rows, S = ΔΔᵀ not diagonal) is checked with the general-S equivalent (§5.1; the
+# diagonal closure is off by up to 140% there, see tests/test_signsvd_general.py).
 ONE_STEP_TOL = {  # (rows, B) -> (tol top-10 modes, tol all modes)
     ("orthogonal", 4): (0.08, 0.20),
     ("orthogonal", 32): (0.03, 0.08),
     ("orthogonal", 256): (0.03, 0.08),
-    ("gaussian", 4): (0.30, 0.50),
-    ("gaussian", 32): (0.40, 0.60),
-    ("gaussian", 256): (0.40, 1.0),
+    ("gaussian", 4): (0.10, 0.25),
+    ("gaussian", 32): (0.05, 0.12),
+    ("gaussian", 256): (0.05, 0.12),
 }
 
 
 def _one_step_case(d, m, B, sigma, n):
     rows = "orthogonal" if m >= d else "gaussian"
     p = rc.MatrixPowerLaw(d, m, 1.5, 0.5, rc.Gaussian(sigma) if sigma else None, rows=rows)
-    dr, no = signsvd_drift_noise(p, batch=B)
+    dr, no = signsvd_drift_noise(p, batch=B,
+                                 closure="diagonal" if rows == "orthogonal" else "general")
     mdr, mse, mno, nse = mc_drift_noise(p, B, n)
     tol_top, tol_all = ONE_STEP_TOL[(rows, B)]
     excess = (np.abs(dr - mdr) - 4 * mse) / np.abs(mdr)
@@ -129,7 +130,7 @@ def _one_step_case(d, m, B, sigma, n):
            f"top10 {top:.3f} (tol {tol_top}) all {allm:.3f} (tol {tol_all})")
     assert top <= tol_top and allm <= tol_all, msg
     nerr = float(np.max(np.abs(no - mno) - 4 * nse))
-    if rows == "orthogonal" or B < min(d, m):  # exact projector regimes
+    if True:  # exact projector regimes and the general-S equivalent
         assert nerr <= 0.03, f"{msg}; noise excess {nerr:.3f} (tol 0.03)"
     assert no.sum() == pytest.approx(mno.sum(), rel=1e-6)  # = min(B, d, m) exactly
 

@@ -294,21 +294,58 @@ def _check_matrix(problem, opt):
                          f"got {type(problem).__name__}")
 
 
+_CLOSURES = ("auto", "diagonal", "general")
+_AUTO_GENERAL_MAX_D = 256
+
+
+def _use_general(problem, closure: str) -> bool:
+    if closure not in _CLOSURES:
+        raise ValueError(f"`closure` must be one of {_CLOSURES}, got {closure!r}")
+    if closure != "auto":
+        return closure == "general"
+    if problem.weights is not None or problem.d > _AUTO_GENERAL_MAX_D:
+        return False
+    S0 = problem.row_overlap0
+    off = S0 - np.diag(np.diag(S0))
+    return bool(np.linalg.norm(off) > 1e-8 * np.linalg.norm(np.diag(S0))
+                and np.all(problem.eigenvalues > 0) and np.all(np.diag(S0) > 0))
+
+
 @register(SignSVD)
-def _signsvd_builder(opt, problem, n_nodes: int = 48, n_newton: int = 3) -> SignSVDTheory:
+def _signsvd_builder(opt, problem, n_nodes: int = 48, n_newton: int = 3,
+                     closure: str = "auto"):
+    """SignSVD ODE. `closure`: `"diagonal"` (`S = ΔΔᵀ ≈ diag(D)`, O(d) per step),
+    `"general"` (drift from the general-`S` equivalent at `S(D) = g S0 g`, O(d³);
+    `riskcurves.odes._signsvd_general`), or `"auto"`: general when `S0 = Δ0Δ0ᵀ` is
+    not diagonal (Gaussian-row targets, `m < d`) and `d <= 256`, else diagonal."""
     _check_matrix(problem, opt)
+    if _use_general(problem, closure):
+        from ._signsvd_general import signsvd_general_theory
+
+        return signsvd_general_theory(opt, problem.eigenvalues, problem.row_overlap0,
+                                      problem.m, problem.sigma2, n_nodes=min(n_nodes, 40),
+                                      n_newton=n_newton)
     return signsvd_theory(opt, problem.eigenvalues, problem.initial_energies, problem.m,
                           sigma2=problem.sigma2, weights=problem.weights, n_nodes=n_nodes,
                           n_newton=n_newton)
 
 
-def signsvd_drift_noise(problem, D=None, batch: int = 1, **options):
+def signsvd_drift_noise(problem, D=None, batch: int = 1, closure: str = "diagonal",
+                        **options):
     """One-step theory on `problem` at row energies `D` (default `D(0)`):
-    `(drift, noise)` numpy arrays (float64)."""
-    th = signsvd_theory(SignSVD(1.0, batch), problem.eigenvalues,
-                        problem.initial_energies if D is None else D, problem.m,
-                        sigma2=problem.sigma2, **options)
-    dr, no, _ = _jit_dn(th, th.D0)
+    `(drift, noise)` numpy arrays (float64). `closure="general"` evaluates the
+    general-`S` equivalent at the problem's `S0 = Δ0Δ0ᵀ` (rows rescaled to `D`)."""
+    if _use_general(problem, closure):
+        from ._signsvd_general import signsvd_general_theory
+
+        th = signsvd_general_theory(SignSVD(1.0, batch), problem.eigenvalues,
+                                    problem.row_overlap0, problem.m, problem.sigma2,
+                                    **options)
+    else:
+        th = signsvd_theory(SignSVD(1.0, batch), problem.eigenvalues,
+                            problem.initial_energies, problem.m, sigma2=problem.sigma2,
+                            **options)
+    dr, no, _ = _jit_dn(th, th.D0 if D is None else jnp.asarray(D, jnp.float64))
     return np.asarray(dr), np.asarray(no)
 
 
