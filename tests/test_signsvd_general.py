@@ -8,11 +8,11 @@ default for non-diagonal S0) against simulation. Numbers in docs/theory/signsvd.
 
 import numpy as np
 import pytest
+from test_signsvd import mc_drift_noise
 
 import riskcurves as rc
 from riskcurves.odes._signsvd import signsvd_drift_noise
 from riskcurves.odes._signsvd_general import general_drift_noise
-from test_signsvd import mc_drift_noise
 
 
 def test_general_equals_diagonal_closure_for_diagonal_S():
