@@ -80,7 +80,7 @@ import numpy as np
 
 from ..optimizers import Muon
 from ._base import AbstractRateTheory, register
-from ._signsvd import _check_matrix, _Equivalent
+from ._signsvd import _check_matrix, _Equivalent, check_spectrum
 
 __all__ = ["MuonTheory", "muon_theory", "ns_map", "pole_fit", "expected_sq_norm"]
 
@@ -282,14 +282,7 @@ def muon_theory(opt, lam, D0, m, sigma2=0.0, weights=None, *, smooth: float = 0.
     `lag`: evolve the lagged momentum `Δ̃` (else quasi-static `Δ̃ = Δ`); `spike`: the
     top-singular-value correction; `smooth`: window of the fitted `f` (decades).
     """
-    lam = np.asarray(lam, np.float64)
-    D0 = np.asarray(D0, np.float64)
-    w = np.ones_like(lam) if weights is None else np.asarray(weights, np.float64)
-    if not (lam.shape == D0.shape == w.shape) or lam.ndim != 1:
-        raise ValueError(f"`lam`, `D0`, `weights` must be 1-D of equal shape, got "
-                         f"{lam.shape}, {D0.shape}, {w.shape}")
-    if not m >= 1:
-        raise ValueError(f"`m` must be >= 1, got {m}")
+    lam, D0, w = check_spectrum(lam, D0, weights, m)
     if momentum_weights not in ("exact", "effective"):
         raise ValueError(f"`momentum_weights` must be 'exact' or 'effective', got "
                          f"{momentum_weights!r}")

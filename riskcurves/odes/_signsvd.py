@@ -95,6 +95,29 @@ def _gamma(x, classes=None):
     return (jnp.sum(q * -p) * x22, jnp.sum(q * (1 + p * x12)), jnp.sum(q * -p) * x11)
 
 
+def log_nodes(scale, n_nodes: int):
+    """Gauss–Legendre nodes in `log t` on `[1e-5, 1e2]·scale`, descending `t`, and
+    their weights for `∫ f(t) dt` (the polar-integral grid; `scale` ≈ `‖G‖`)."""
+    xg, wg = np.polynomial.legendre.leggauss(n_nodes)
+    lo, hi = jnp.log(scale * 1e-5), jnp.log(scale * 1e2)
+    u = 0.5 * (hi - lo) * jnp.asarray(xg[::-1]) + 0.5 * (hi + lo)
+    t = jnp.exp(u)
+    return t, 0.5 * (hi - lo) * jnp.asarray(wg[::-1]) * t
+
+
+def check_spectrum(lam, D0, weights, m):
+    """float64 `(λ, D0, w)` validated as 1-D of equal shape, and `m >= 1`."""
+    lam = np.asarray(lam, np.float64)
+    D0 = np.asarray(D0, np.float64)
+    w = np.ones_like(lam) if weights is None else np.asarray(weights, np.float64)
+    if not (lam.shape == D0.shape == w.shape) or lam.ndim != 1:
+        raise ValueError(f"`lam`, `D0`, `weights` must be 1-D of equal shape, got "
+                         f"{lam.shape}, {D0.shape}, {w.shape}")
+    if not m >= 1:
+        raise ValueError(f"`m` must be >= 1, got {m}")
+    return lam, D0, w
+
+
 def _blocks(x, s, a, lam, b, c, sigma2, classes=None):
     G11, G12, G22 = _gamma(x, classes)
     A = -s + G11 * a
@@ -119,11 +142,7 @@ class _Equivalent(eqx.Module):
         scale = jnp.sqrt(jnp.sum(w * lam**2 * D)
                          + jnp.sum(w * lam) * (jnp.sum(w * lam * D) + self.m * self.sigma2) / B)
         scale = jnp.maximum(scale, 1e-150)
-        xg, wg = np.polynomial.legendre.leggauss(self.n_nodes)
-        lo, hi = jnp.log(scale * 1e-5), jnp.log(scale * 1e2)
-        u = 0.5 * (hi - lo) * jnp.asarray(xg[::-1]) + 0.5 * (hi + lo)  # descending t
-        t = jnp.exp(u)
-        wt = 0.5 * (hi - lo) * jnp.asarray(wg[::-1]) * t
+        t, wt = log_nodes(scale, self.n_nodes)
         g11, g12n, res = self.at_nodes(D, t**2)
         integ = jnp.sum(wt[:, None] * g12n, 0) + t[0] * g12n[0] + t[-1] * g12n[-1]
         rho = (2 / jnp.pi) * integ
@@ -266,15 +285,8 @@ def signsvd_theory(opt, lam, D0, m, batch=None, sigma2=0.0, weights=None, *,
     `batch` defaults to `opt.batch`. Used by the `MatrixProblem` builder and by the
     large-`d` phase diagram (`riskcurves.theory`).
     """
-    lam = np.asarray(lam, np.float64)
-    D0 = np.asarray(D0, np.float64)
-    w = np.ones_like(lam) if weights is None else np.asarray(weights, np.float64)
-    if not (lam.shape == D0.shape == w.shape) or lam.ndim != 1:
-        raise ValueError(f"`lam`, `D0`, `weights` must be 1-D of equal shape, got "
-                         f"{lam.shape}, {D0.shape}, {w.shape}")
+    lam, D0, w = check_spectrum(lam, D0, weights, m)
     B = int(opt.batch if batch is None else batch)
-    if not m >= 1:
-        raise ValueError(f"`m` must be >= 1, got {m}")
     if not (n_nodes >= 8 and n_newton >= 1):
         raise ValueError(f"`n_nodes` must be >= 8 and `n_newton` >= 1, got {n_nodes}, "
                          f"{n_newton}")

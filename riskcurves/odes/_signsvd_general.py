@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._base import AbstractRateTheory
+from ._signsvd import _noise_mode, log_nodes
 
 __all__ = ["GeneralEquivalent", "SignSVDGeneralTheory", "signsvd_general_theory"]
 
@@ -102,11 +103,7 @@ class GeneralEquivalent(eqx.Module):
         scale = jnp.sqrt(jnp.sum(lam**2 * jnp.clip(D, 0.0, None))
                          + jnp.sum(lam) * (P2 + m * sigma2) / B)
         scale = jnp.maximum(scale, 1e-150)
-        xg, wg = np.polynomial.legendre.leggauss(self.n_nodes)
-        lo, hi = jnp.log(scale * 1e-5), jnp.log(scale * 1e2)
-        u = 0.5 * (hi - lo) * jnp.asarray(xg[::-1]) + 0.5 * (hi + lo)  # descending t
-        t = jnp.exp(u)
-        wt = 0.5 * (hi - lo) * jnp.asarray(wg[::-1]) * t
+        t, wt = log_nodes(scale, self.n_nodes)
         wt = wt.at[0].add(t[0]).at[-1].add(t[-1])  # head/tail corrections
 
         def rel(x, r):
@@ -240,8 +237,6 @@ class SignSVDGeneralTheory(AbstractRateTheory):
 def signsvd_general_theory(opt, lam, S0, m, sigma2=0.0, *, n_nodes: int = 40,
                            n_newton: int = 3) -> SignSVDGeneralTheory:
     """Build the general-`S` SignSVD ODE (`S0 = Δ0Δ0ᵀ` in the eigenbasis of `K`)."""
-    from ._signsvd import _noise_mode
-
     lam = np.asarray(lam, np.float64)
     S0 = 0.5 * (np.asarray(S0, np.float64) + np.asarray(S0, np.float64).T)
     d = lam.size
