@@ -44,6 +44,12 @@ class AbstractTheory(eqx.Module):
     def observables(self, k, y) -> dict:
         return {}
 
+    def recursion(self, ks):
+        """`(risk, lr, observables)` at the integer checkpoints `ks` in one pass, for
+        theories that are exact recursions in `k` (then `solve_theory` skips the ODE
+        solver); `None` (the default) for ODEs."""
+        return None
+
 
 class AbstractRateTheory(AbstractTheory):
     """A theory whose field is `dy/dk = −a(k, y) ⊙ y + f(k, y)` with `a >= 0`.

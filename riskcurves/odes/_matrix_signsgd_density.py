@@ -279,26 +279,28 @@ def matrix_signsgd_density(problem, optimizer, checkpoints, *, n_offsets: int = 
 class MatrixSignSGDDensity(AbstractTheory):
     """The density recursion as a theory for `solve_ode` (`transient="density"`).
 
-    The state is the clock `y = k` (`dy/dk = 1`); `risk(y)` runs the recursion
-    from the initial laws for `round(y)` steps (a `fori_loop`), so `solve_ode`
-    returns the exact recursion values at its integer checkpoints. Each
-    checkpoint restarts from `k = 0` (cost `Σ` checkpoints steps);
-    `matrix_signsgd_density` does one pass.
+    An exact recursion in `k`: `recursion(ks)` runs one `lax.scan` to `max(ks)`
+    (the same pass as `matrix_signsgd_density`), and `solve_theory` uses it instead
+    of the ODE solver. The state `y` is the initial law (only `k = 0` is an ODE state).
     """
 
     grid: _Grid
     eta: jax.Array
 
     def init_state(self):
-        return jnp.zeros((), jnp.float64)
+        return self.grid.p0
 
     def vector_field(self, k, y, args):
-        return jnp.ones_like(y)
+        raise NotImplementedError("the density theory is a recursion: use recursion(ks)")
 
     def risk(self, y):
-        n = jnp.round(y).astype(jnp.int32)
-        p = jax.lax.fori_loop(0, n, lambda _, q: self.grid.step(q)[0], self.grid.p0)
-        return self.grid.risk(p)
+        return self.grid.risk(y)
 
     def lr(self, k, y):
         return self.eta
+
+    def recursion(self, ks):
+        P, D, _ = _scan(self.grid, int(ks[-1]))
+        ks = np.asarray(ks)
+        return (np.asarray(P)[ks], np.full(ks.shape, float(self.eta)),
+                {"D": np.asarray(D)[ks]})
