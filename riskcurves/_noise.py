@@ -30,6 +30,8 @@ __all__ = ["AbstractNoise", "Gaussian", "StudentT", "GaussianMixture", "Noiseles
 
 
 def _check_positive(name: str, value, allow_zero: bool = False) -> float:
+    if isinstance(value, jax.core.Tracer):  # inside jax.vmap / jax.grad: unchecked leaf
+        return value
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -39,6 +41,11 @@ def _check_positive(name: str, value, allow_zero: bool = False) -> float:
         rng = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"`{name}` must be finite and {rng}, got {value!r}")
     return v
+
+
+def _maybe_float(x):
+    """A Python float for a concrete value, the array itself inside a transformation."""
+    return x if isinstance(x, jax.core.Tracer) else float(x)
 
 
 class AbstractNoise(eqx.Module):
@@ -65,7 +72,7 @@ class AbstractNoise(eqx.Module):
     def variance(self) -> float:
         """`E[ε²]` (raises `ValueError` when it is infinite)."""
         w, v = self.scale_mixture()
-        return float(np.sum(w * v))
+        return _maybe_float(jnp.sum(jnp.asarray(w) * jnp.asarray(v)))
 
     @property
     def name(self) -> str:
@@ -95,28 +102,31 @@ class Noiseless(AbstractNoise):
 class Gaussian(AbstractNoise):
     """Gaussian noise `ε ~ N(0, σ²)`."""
 
-    sigma: float = eqx.field(static=True)
+    sigma: float
 
     def __init__(self, sigma: float = 0.1):
         self.sigma = _check_positive("sigma", sigma, allow_zero=True)
 
     def scale_mixture(self):
-        return np.ones(1), np.array([self.sigma**2])
+        if isinstance(self.sigma, (float, int)):
+            return np.ones(1), np.array([self.sigma**2])
+        return jnp.ones(1), jnp.reshape(jnp.asarray(self.sigma) ** 2, (1,))
 
     def sample(self, key, shape, dtype=jnp.float32):
         return self.sigma * jax.random.normal(key, shape, dtype)
 
     def pdf(self, x):
-        if self.sigma == 0:
+        if not isinstance(self.sigma, jax.core.Tracer) and float(self.sigma) == 0:
             raise ValueError("Gaussian(sigma=0) has no density; use Noiseless()")
         return jax.scipy.stats.norm.pdf(jnp.asarray(x), scale=self.sigma)
 
     def cdf(self, x):
-        return jax.scipy.stats.norm.cdf(jnp.asarray(x), scale=max(self.sigma, 1e-300))
+        return jax.scipy.stats.norm.cdf(jnp.asarray(x), scale=jnp.maximum(self.sigma, 1e-300))
 
     @property
     def variance(self) -> float:
-        return self.sigma**2
+        return _maybe_float(jnp.asarray(self.sigma) ** 2) if not isinstance(
+            self.sigma, float) else self.sigma**2
 
 
 class GaussianMixture(AbstractNoise):
@@ -125,20 +135,27 @@ class GaussianMixture(AbstractNoise):
     `ε ~ (1 − p) N(0, σ²) + p N(0, σ_out²)`.
     """
 
-    sigma: float = eqx.field(static=True)
-    outlier_sigma: float = eqx.field(static=True)
-    p: float = eqx.field(static=True)
+    sigma: float
+    outlier_sigma: float
+    p: float
 
     def __init__(self, sigma: float = 0.1, outlier_sigma: float = 10.0, p: float = 0.01):
         self.sigma = _check_positive("sigma", sigma, allow_zero=True)
         self.outlier_sigma = _check_positive("outlier_sigma", outlier_sigma)
+        if isinstance(p, jax.core.Tracer):
+            self.p = p
+            return
         p = float(p)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"`p` (outlier probability) must be in [0, 1], got {p!r}")
         self.p = p
 
     def scale_mixture(self):
-        return np.array([1 - self.p, self.p]), np.array([self.sigma**2, self.outlier_sigma**2])
+        if all(isinstance(x, (float, int)) for x in (self.p, self.sigma, self.outlier_sigma)):
+            return (np.array([1 - self.p, self.p]),
+                    np.array([self.sigma**2, self.outlier_sigma**2]))
+        return (jnp.stack([1 - jnp.asarray(self.p), jnp.asarray(self.p)]),
+                jnp.stack([jnp.asarray(self.sigma)**2, jnp.asarray(self.outlier_sigma)**2]))
 
     def sample(self, key, shape, dtype=jnp.float32):
         k1, k2 = jax.random.split(key)
@@ -157,7 +174,7 @@ class StudentT(AbstractNoise):
     """
 
     nu: float = eqx.field(static=True)
-    scale: float = eqx.field(static=True)
+    scale: float
     n_quad: int = eqx.field(static=True, default=192)
 
     def __init__(self, nu: float = 3.0, scale: float = 0.1, n_quad: int = 192):

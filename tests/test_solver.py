@@ -57,11 +57,19 @@ def test_single_mode_noiseless_sgd():
     lam, D0, eta, B = 0.7, 2.0, 0.9, 3
     p = rc.Problem([lam], [D0], rc.Noiseless())
     ks = np.array([0, 1, 2, 5, 10, 20, 40])
-    curve = rc.solve_ode(p, rc.SGD(eta, B), ks, rtol=1e-8)
+    curve = rc.solve_ode(p, rc.SGD(eta, B), ks, rtol=1e-8, exact_steps=0, rates="plain")
     rate = 2 * eta * lam - eta**2 * lam**2 * (1 + 2 / B)
     exact = 0.5 * lam * D0 * np.exp(-rate * ks)
     rel = np.max(np.abs(curve.risk / exact - 1))
     assert rel < 1e-6, f"single mode: max rel err {rel:.2e} at rtol 1e-8 (rate {rate:.4f})"
+    # the default (exact discrete start, then exact log-rates) is the discrete recursion
+    # D(k) = D0 (1 − rate)^k, before and after the hand-over at k = exact_steps
+    ks2 = np.array([0, 1, 2, 5, 10, 20, 40, 60])
+    for ex, tol in ((1024, 1e-12),):
+        disc = rc.solve_ode(p, rc.SGD(eta, B), ks2, rtol=1e-6, exact_steps=ex)
+        exact_d = 0.5 * lam * D0 * (1 - rate) ** ks2
+        rel = np.max(np.abs(disc.risk / exact_d - 1))
+        assert rel < tol, f"exact_steps={ex}: max rel err {rel:.2e} vs (1 − rate)^k"
 
 
 def _flat_case():
@@ -80,7 +88,7 @@ def test_flat_spectrum_closed_form_and_rtol():
     ks = rc.checkpoints(2000, 25)
     errs, steps = [], []
     for rtol in (1e-3, 1e-4, 1e-5, 1e-6):
-        curve = rc.solve_ode(p, opt, ks, rtol=rtol)
+        curve = rc.solve_ode(p, opt, ks, rtol=rtol, exact_steps=0, rates="plain")
         errs.append(np.max(np.abs(curve.risk / exact(ks) - 1)))
         steps.append(curve.meta["solver"]["num_steps"])
     msg = f"rtol 1e-3..1e-6: max rel err {np.array(errs)}, steps {steps}"
@@ -93,7 +101,7 @@ def test_flat_spectrum_closed_form_and_rtol():
 def test_convergence_order_two():
     """Fixed steps on the flat-spectrum SGD ODE: log-log slope of error vs h ≈ 2."""
     p, opt, exact = _flat_case()
-    th = rc.odes.theory_for(opt, p)
+    th = rc.odes.theory_for(opt, p, rates="plain")
     T = 200.0
 
     @jax.jit
@@ -159,6 +167,7 @@ def test_solver_failure_is_not_reported_as_divergence():
     p, opt, _ = _flat_case()
     ks = rc.checkpoints(2000, 25)
     with pytest.raises(rc.SolverError, match="max_steps"):
-        rc.solve_ode(p, opt, ks, max_steps=8)
-    curve = rc.solve_ode(p, opt, ks, max_steps=8, throw=False)
-    assert curve.status == "solver_failed", (curve.status, curve.message)
+        rc.solve_ode(p, opt, ks, max_steps=8, exact_steps=0)
+    curve = rc.solve_ode(p, opt, ks, max_steps=8, exact_steps=0, throw=False)
+    assert curve.status == "max_steps_reached", (curve.status, curve.message)
+    assert "max_steps" in curve.message

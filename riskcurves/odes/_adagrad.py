@@ -23,39 +23,45 @@ the simulator records), `observables = {"b2": b²}`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
 
-from ..optimizers import AdaGradNorm
+from ..optimizers import AdaGradNorm, numeric
 from ..problems import Problem
-from ._base import AbstractTheory, register
-from ._sgd import _variance, sgd_rates
+from ._base import AbstractRateTheory, register
+from ._sgd import sgd_plain_rates, sgd_rates
 
 __all__ = ["AdaGradNormTheory", "expected_sq_grad_norm"]
 
 
-def expected_sq_grad_norm(lam, weights, D, sigma2, batch: int):
+def expected_sq_grad_norm(lam, weights, D, sigma2, batch):
     """`E‖g‖² = (1 + 1/B) Σ w λ² D + (Σ w λ)(2P + σ²)/B` (exact for Gaussian data)."""
     two_p = jnp.sum(weights * lam * D)
     return ((1 + 1 / batch) * jnp.sum(weights * lam**2 * D)
             + jnp.sum(weights * lam) * (two_p + sigma2) / batch)
 
 
-class AdaGradNormTheory(AbstractTheory):
-    """ODE of AdaGrad-Norm (see module docstring); state `(D, b²)`."""
+class AdaGradNormTheory(AbstractRateTheory):
+    """Dynamics of AdaGrad-Norm (see module docstring); state `(D, b²)`.
+
+    The first `exact_steps` iterations run the discrete mean-field map
+    `b²' = b² + E‖g‖²`, `D' = D − a(γ) D + c(γ)(2P + σ²)` (the SGD one-step mean at
+    the step `γ`); the ODE after the hand-over uses the exact per-step log-rates
+    (`exact_rates=True`, default) or the plain rates.
+    """
 
     lam: jnp.ndarray
     weights: jnp.ndarray
     D0: jnp.ndarray
     sigma2: jnp.ndarray
-    eta: jnp.ndarray  # constant base step (a leaf: new values do not recompile)
+    schedule: Any  # the optimizer's `lr` (array or schedule)
     b0: jnp.ndarray
-    batch: int = eqx.field(static=True)
-    schedule: Callable | None = eqx.field(static=True, default=None)
+    batch: jnp.ndarray
     lookahead: bool = eqx.field(static=True, default=True)
-    exact_rates: bool = eqx.field(static=True, default=False)
+    exact_rates: bool = eqx.field(static=True, default=True)
+    discrete_start: ClassVar[bool] = True
 
     def init_state(self):
         return (self.D0, jnp.asarray(self.b0, jnp.float64) ** 2)
@@ -67,8 +73,9 @@ class AdaGradNormTheory(AbstractTheory):
         return expected_sq_grad_norm(self.lam, self.weights, y[0], self.sigma2, self.batch)
 
     def base_lr(self, k):
-        """`η(k)`: the constant `eta` or the schedule."""
-        return self.eta if self.schedule is None else jnp.asarray(self.schedule(k))
+        """`η(k)`: the constant step or the schedule."""
+        lr = self.schedule
+        return jnp.asarray(lr(k) if callable(lr) else lr)
 
     def step_size(self, k, y):
         """The effective step `γ` used by the mode dynamics."""
@@ -76,16 +83,13 @@ class AdaGradNormTheory(AbstractTheory):
         return self.base_lr(k) / jnp.sqrt(b2)
 
     def _rates(self, k, y):
-        return sgd_rates(self.lam, self.step_size(k, y), self.batch, self.exact_rates)
+        r, f = sgd_rates(self.lam, self.step_size(k, y), self.batch, self.exact_rates)
+        return (r, jnp.zeros_like(y[1])), (f * (2 * self.risk(y) + self.sigma2),
+                                           self.grad_sq(y))
 
-    def vector_field(self, k, y, args):
-        D = y[0]
-        a, c = self._rates(k, y)
-        return (-a * D + c * (2 * self.risk(y) + self.sigma2), self.grad_sq(y))
-
-    def damping(self, k, y, args):
-        a, _ = self._rates(k, y)
-        return (jnp.clip(a, 0.0, None), jnp.zeros_like(y[1]))
+    def increment(self, k, y):
+        a, c = sgd_plain_rates(self.lam, self.step_size(k, y), self.batch)
+        return (-a * y[0] + c * (2 * self.risk(y) + self.sigma2), self.grad_sq(y))
 
     def lr(self, k, y):
         return self.base_lr(k) / jnp.sqrt(y[1])
@@ -96,17 +100,17 @@ class AdaGradNormTheory(AbstractTheory):
 
 @register(AdaGradNorm)
 def _adagrad_theory(opt: AdaGradNorm, problem: Problem, lookahead: bool = True,
-                    exact_rates: bool = False) -> AdaGradNormTheory:
-    """Builder; options `lookahead` (default True) and `exact_rates` (default False)."""
+                    exact_rates: bool = True) -> AdaGradNormTheory:
+    """Builder; options `lookahead` (default True) and `exact_rates` (default True)."""
+    opt = numeric(opt)
     return AdaGradNormTheory(
         lam=jnp.asarray(problem.eigenvalues),
         weights=jnp.asarray(problem.mode_weights),
         D0=jnp.asarray(problem.initial_energies),
-        sigma2=jnp.asarray(_variance(problem), jnp.float64),
-        eta=jnp.asarray(opt.lr if opt.constant_lr else jnp.nan, jnp.float64),
+        sigma2=jnp.asarray(problem.noise.variance, jnp.float64),
+        schedule=opt.lr,
         b0=jnp.asarray(opt.b0, jnp.float64),
-        batch=opt.batch,
-        schedule=None if opt.constant_lr else opt.lr,
+        batch=jnp.asarray(opt.batch, jnp.float64),
         lookahead=bool(lookahead),
         exact_rates=bool(exact_rates),
     )

@@ -1,4 +1,20 @@
-"""`solve_ode`: the one solve path shared by every optimizer's ODE."""
+"""`solve_ode`: the one solve path shared by every optimizer's ODE.
+
+`solve_ode` is a pure function of pytrees, like `diffrax.diffeqsolve`: every
+number in the problem and the optimizer config is an array leaf, so
+`jax.jit`, `jax.vmap` and `jax.grad` go through it, a new step size (or batch,
+clip, `b0`, momentum, schedule parameter) never recompiles, and a new horizon
+only changes the checkpoint array. Concrete inputs are validated at the
+boundary (a `ValueError` naming the argument); inside a transformation the
+status is an array code on the returned `Curve` (see `Curve.status`).
+
+Discrete start: theories whose field is the exact expected one-step increment
+(`discrete_start = True`) are run as the discrete map
+`y_{k+1} = y_k + increment(k, y_k)` for the first `exact_steps` iterations (one
+`lax.scan`, O(nodes) per step), then handed over to the ODE, so the curve is
+exact in discrete time from `k = 1` and still costs O(log horizon) solver steps
+to `k = 1e9`. `exact_steps=0` gives the plain continuous ODE from `k = 0`.
+"""
 
 from __future__ import annotations
 
@@ -6,153 +22,276 @@ import time
 
 import diffrax
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._curve import Curve, validate_checkpoints
+from .._curve import STATUS, Curve, padded_checkpoints, validate_checkpoints
 from .._errors import DivergenceError, SolverError
+from ..optimizers import AbstractOptimizer, check_horizon, is_concrete, numeric
 from ..theory import check_stable, stability_threshold
-from ._base import theory_for
+from ._base import AbstractTheory, build_theory
 from ._solver import ETD2
 
-__all__ = ["solve_ode", "solve_theory"]
+__all__ = ["solve_ode", "solve_theory", "integrate"]
 
 _BLOWUP = 1e30
+_OK, _DIVERGED, _MAX_STEPS, _FAILED, _FIXED_POINT, _NONFINITE = range(6)
 
 
-@eqx.filter_jit
-def _integrate(theory, ts, rtol, atol, max_steps, progress_meter):
+def _finite_tree(y):
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(y)]))
+
+
+def integrate(theory, ts, rtol, atol, *, max_steps: int, exact_steps: int = 0,
+              progress_meter=None):
+    """Solve `theory` at the checkpoints `ts` (float64 array); traceable.
+
+    Returns `(risk, lr, observables, code, num_steps)`: arrays over `ts` and an
+    integer status code (index into `riskcurves.STATUS`).
+    """
+    meter = diffrax.NoProgressMeter() if progress_meter is None else progress_meter
     y0 = theory.init_state()
+    p0 = theory.risk(y0)
+    blowup = _BLOWUP * jnp.maximum(jnp.abs(p0), 1.0)
 
-    def save(t, y, args):
-        # `lr` may be a Python float (e.g. the default `jnp.nan`): make both arrays
+    def save(t, y, args=None):
         return (jnp.asarray(theory.risk(y), jnp.float64),
-                jnp.asarray(theory.lr(t, y), jnp.float64), theory.observables(t, y))
+                jnp.asarray(theory.lr(t, y), jnp.float64),
+                {n: jnp.asarray(v, jnp.float64) for n, v in theory.observables(t, y).items()},
+                jnp.asarray(theory.residual(t, y), jnp.float64))
 
+    n_ex = int(exact_steps) if theory.discrete_start else 0
+    if n_ex > 0:
+        def body(y, j):
+            y1 = jax.tree.map(jnp.add, y, theory.increment(j, y))
+            return y1, save(j + 1.0, y1)
+
+        y_hand, traj = jax.lax.scan(body, y0, jnp.arange(n_ex, dtype=jnp.float64))
+        traj = jax.tree.map(lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b]),
+                            save(0.0, y0), traj)
+        disc_ok = _finite_tree(y_hand) & (jnp.abs(theory.risk(y_hand)) < blowup)
+        # a diverged discrete start hands a harmless state to the ODE (masked below)
+        y_start = jax.tree.map(lambda a, b: jnp.where(disc_ok, a, b), y_hand, y0)
+        t0 = jnp.asarray(float(n_ex), jnp.float64)
+    else:
+        y_start, t0, disc_ok = y0, jnp.zeros((), jnp.float64), jnp.asarray(True)
+    t1 = jnp.maximum(ts[-1], t0 + 1.0)
+    ts_ode = jnp.clip(ts, t0, t1)
     controller = diffrax.ClipStepSizeController(
-        diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts
-    )
+        diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts_ode)
+    event = diffrax.Event(lambda t, y, args, **kw: jnp.abs(theory.risk(y)) > blowup)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(theory.vector_field),
-        ETD2(theory.damping),
-        t0=jnp.zeros((), ts.dtype),
-        t1=ts[-1],
-        dt0=None,
-        y0=y0,
-        saveat=diffrax.SaveAt(ts=ts, fn=save),
-        stepsize_controller=controller,
-        max_steps=max_steps,
-        throw=False,
-        progress_meter=progress_meter,
-    )
-    return sol.ys, sol.result, sol.stats["num_steps"]
+        diffrax.ODETerm(theory.vector_field), ETD2(theory.damping), t0=t0, t1=t1, dt0=None,
+        y0=y_start, saveat=diffrax.SaveAt(ts=ts_ode, fn=save), stepsize_controller=controller,
+        max_steps=max_steps, throw=False, progress_meter=meter, event=event)
+    out = sol.ys
+    if n_ex > 0:
+        idx = jnp.clip(ts, 0, n_ex).astype(jnp.int32)
+        use_disc = ts <= n_ex
+        out = jax.tree.map(
+            lambda d, o: jnp.where(use_disc.reshape((-1,) + (1,) * (o.ndim - 1)), d[idx], o),
+            traj, out)
+    risk, lr, obs, resid = out
+    res = sol.result
+    ode_used = jnp.any(ts > t0)
+    code = jnp.where(ode_used & (res == diffrax.RESULTS.max_steps_reached), _MAX_STEPS,
+                     jnp.where(ode_used & (res != diffrax.RESULTS.successful)
+                               & (res != diffrax.RESULTS.event_occurred), _FAILED, _OK))
+    blew = (~disc_ok) | (ode_used & (res == diffrax.RESULTS.event_occurred))
+    blew = blew | jnp.any(jnp.isfinite(risk) & (jnp.abs(risk) > blowup))
+    code = jnp.where(blew, _DIVERGED, code)
+    finite = jnp.all(jnp.isfinite(risk))
+    code = jnp.where((code == _OK) & ~finite, _NONFINITE, code)
+    bad_fp = jnp.any(resid > theory.residual_tol)
+    code = jnp.where((code == _OK) & bad_fp, _FIXED_POINT, code)
+    return risk, lr, obs, code.astype(jnp.int32), sol.stats["num_steps"]
+
+
+_integrate_jit = eqx.filter_jit(integrate)
+
+
+def _check_tols(rtol, atol, max_steps, exact_steps):
+    for name, v, lo in (("rtol", rtol, "> 0"), ("atol", atol, ">= 0")):
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"`{name}` must be a float {lo}, got {v!r}") from None
+        if not np.isfinite(f) or (f <= 0 if name == "rtol" else f < 0):
+            raise ValueError(f"`{name}` must be a finite float {lo}, got {v!r}")
+    if float(rtol) >= 1:
+        raise ValueError(f"`rtol` must be < 1, got {rtol!r}")
+    for name, v in (("max_steps", max_steps), ("exact_steps", exact_steps)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"`{name}` must be an integer >= 0, got {v!r}")
+    if max_steps < 1:
+        raise ValueError(f"`max_steps` must be an integer >= 1, got {max_steps!r}")
+
+
+def check_optimizer(optimizer):
+    if not isinstance(optimizer, AbstractOptimizer):
+        raise ValueError(
+            "`optimizer` must be a riskcurves optimizer config (rc.SGD, rc.SignSGD, ...), "
+            f"got {type(optimizer).__name__}; optax transformations are built from the "
+            "config by riskcurves.simulate")
 
 
 def solve_theory(theory, checkpoints, *, rtol=1e-5, atol=1e-30, max_steps=100_000,
-                 progress=False):
-    """Integrate an `AbstractTheory` and return `(risk, lr, observables, info)`.
+                 exact_steps: int = 1024, progress=False):
+    """Integrate an `AbstractTheory` and return `(risk, lr, observables, info)` (numpy).
 
     Low-level entry (no stability check, no `Curve`); `solve_ode` is the public call.
     """
     ks = validate_checkpoints(checkpoints)
-    ts = jnp.asarray(ks, jnp.float64)
     rec = theory.recursion(ks)
     if rec is not None:  # an exact recursion in k: one pass, no ODE solver
         risk, lr, obs = rec
         return (np.asarray(risk), np.asarray(lr), {k: np.asarray(v) for k, v in obs.items()},
-                {"num_steps": int(ks[-1]), "result": "successful", "success": True})
-    if ks[-1] == 0:  # nothing to integrate
-        y0 = theory.init_state()
-        obs = {k: np.asarray([v]) for k, v in theory.observables(0.0, y0).items()}
-        return (np.asarray([theory.risk(y0)]), np.asarray([theory.lr(0.0, y0)]), obs,
-                {"num_steps": 0, "result": "successful"})
+                {"num_steps": int(ks[-1]), "result": "ok", "success": True, "code": 0})
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
-    (risk, lr, obs), result, nsteps = _integrate(
-        theory, ts, jnp.asarray(rtol, jnp.float64), jnp.asarray(atol, jnp.float64),
-        int(max_steps), meter
-    )
-    info = {"num_steps": int(nsteps), "result": str(result)}
-    info["success"] = bool(result == diffrax.RESULTS.successful)
+    n = ks.shape[0]
+    risk, lr, obs, code, nsteps = _integrate_jit(
+        theory, jnp.asarray(padded_checkpoints(ks), jnp.float64), jnp.asarray(rtol, jnp.float64),
+        jnp.asarray(atol, jnp.float64), max_steps=int(max_steps),
+        exact_steps=int(exact_steps), progress_meter=meter)
+    risk, lr, obs = risk[:n], lr[:n], {k: v[:n] for k, v in obs.items()}
+    code = int(code)
+    info = {"num_steps": int(nsteps), "result": STATUS[code], "success": code == _OK,
+            "code": code}
     return (np.asarray(risk), np.asarray(lr), {k: np.asarray(v) for k, v in obs.items()}, info)
 
 
 def solve_ode(problem, optimizer, checkpoints, *, rtol: float = 1e-5, atol: float = 1e-30,
-              max_steps: int = 100_000, progress: bool = False, throw: bool = True,
-              check_stability: bool = True, label: str | None = None, **options) -> Curve:
+              max_steps: int = 100_000, exact_steps: int = 1024, progress: bool = False,
+              throw: bool = True, check_stability: bool = True, label: str | None = None,
+              **options) -> Curve:
     """Deterministic risk curve of `optimizer` on `problem` at `checkpoints`.
 
-    Integrates the optimizer's ODE (see `riskcurves.odes`) in iteration time `k`
-    with the exponential integrator `ETD2` and diffrax's PID step-size control,
-    stepping exactly to each checkpoint. float64 throughout.
+    Runs the optimizer's theory (see `riskcurves.odes`) in iteration time `k`:
+    the exact discrete mean map for the first `exact_steps` iterations (for the
+    theories that have one), then its ODE with the exponential integrator `ETD2`
+    and diffrax's PID step-size control, stepping exactly to each checkpoint.
+    float64 throughout. A pure function of pytrees: `jax.jit`, `jax.vmap` and
+    `jax.grad` work through it (with respect to the step size, schedule
+    parameters, batch, noise scale, clip threshold, `b0`, momentum, spectrum).
 
     **Arguments:**
 
     - `problem`: a `Problem` (or another problem type with a registered ODE).
     - `optimizer`: an optimizer config (`SGD`, `SignSGD`, …).
-    - `checkpoints`: strictly increasing iteration counts `k >= 0`.
+    - `checkpoints`: strictly increasing iteration counts `k >= 0` (concrete).
     - `rtol`, `atol`: tolerances of the step-size controller (per component).
-    - `max_steps`: solver step budget.
+    - `max_steps`: solver step budget (static).
+    - `exact_steps`: iterations run as the exact discrete map before the ODE
+      (static; default 1024; 0 = the continuous ODE from `k = 0`).
     - `progress`: show a tqdm progress bar.
     - `throw`: raise on divergence / solver failure (else return `status`; a step
       size refused by the stability check gives `status="diverged"`, NaN risk).
-    - `check_stability`: refuse step sizes above the theory's stability threshold.
-    - `**options`: passed to the optimizer's ODE builder (see its docstring).
+      Under `jax.vmap`, `throw=True` raises if any element fails: pass
+      `throw=False` for sweeps and read `curve.status` per element.
+    - `check_stability`: refuse step sizes above the theory's stability threshold
+      (concrete inputs only; traced ones report `status="diverged"`).
+    - `**options`: passed to the optimizer's ODE builder (see its docstring); an
+      unknown option is a `ValueError`.
 
-    **Returns:** a `Curve` with `kind="ode"`.
+    **Returns:** a `Curve` with `kind="ode"` (numpy arrays for concrete inputs,
+    JAX arrays inside a transformation).
 
-    **Raises:** `DivergenceError` (a `ValueError`) for a divergent step size,
-    with the threshold from `riskcurves.theory`; `SolverError` if the solver fails.
+    **Raises:** `ValueError` for invalid input; `DivergenceError` (a `ValueError`)
+    for a divergent step size, with the threshold from `riskcurves.theory`;
+    `SolverError` if the solver fails.
     """
+    check_optimizer(optimizer)
+    _check_tols(rtol, atol, max_steps, exact_steps)
     ks = validate_checkpoints(checkpoints)
-    if check_stability:
-        try:
-            check_stable(problem, optimizer, k_max=int(ks[-1]))
-        except DivergenceError as e:
-            if throw:
-                raise
-            return Curve(k=ks, risk=np.full(ks.shape, np.nan), kind="ode",
-                         label=label or f"{optimizer.name} ODE", status="diverged",
-                         message=str(e), noise_variance=_noise_var(problem),
-                         meta={"problem": problem.label, "d": problem.d,
-                               **optimizer.describe()})
-    theory = theory_for(optimizer, problem, **options)
+    concrete = is_concrete(optimizer) and is_concrete(problem)
+    meta = {"problem": getattr(problem, "label", type(problem).__name__), "d": problem.d,
+            **(optimizer.describe() if concrete else {"optimizer": optimizer.name})}
+    label = label or f"{optimizer.name} ODE"
+    nv = _noise_var(problem)
+    if concrete:
+        check_horizon(optimizer, int(ks[-1]))
+        if check_stability:
+            try:
+                check_stable(problem, optimizer, k_max=int(ks[-1]))
+            except DivergenceError as e:
+                if throw:
+                    raise
+                return Curve(k=ks, risk=np.full(ks.shape, np.nan), kind="ode", label=label,
+                             status="diverged", message=str(e), noise_variance=nv, meta=meta)
+    theory = build_theory(numeric(optimizer), problem, **options)
     t0 = time.perf_counter()
-    risk, lr, obs, info = solve_theory(theory, ks, rtol=rtol, atol=atol, max_steps=max_steps,
-                                       progress=progress)
-    info["seconds"] = time.perf_counter() - t0
-    status, message = "ok", ""
-    p0 = max(float(problem.initial_risk), 1e-300)
-    finite = np.isfinite(risk)
-    blew_up = bool(np.any(np.abs(risk[finite]) > _BLOWUP * max(p0, 1.0)))
-    failed = not info.get("success", True)
-    if failed and not blew_up:
-        # after a failure diffrax fills the remaining checkpoints with inf: that is a
-        # divergence only if the step size is unstable, else a solver failure
+    if concrete and type(theory).recursion is not AbstractTheory.recursion:
+        risk, lr, obs, info = solve_theory(theory, ks, rtol=rtol, atol=atol,
+                                           max_steps=max_steps, exact_steps=exact_steps,
+                                           progress=progress)
+        code = info["code"]
+    else:
+        meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
+        integ = integrate if not concrete else _integrate_jit
+        n = ks.shape[0]
+        risk, lr, obs, code, nsteps = integ(
+            theory, jnp.asarray(padded_checkpoints(ks), jnp.float64),
+            jnp.asarray(rtol, jnp.float64), jnp.asarray(atol, jnp.float64),
+            max_steps=int(max_steps), exact_steps=int(exact_steps), progress_meter=meter)
+        risk, lr, obs = risk[:n], lr[:n], {k: v[:n] for k, v in obs.items()}
+        info = {"num_steps": nsteps}
+    if not concrete:
+        if throw:
+            risk = eqx.error_if(risk, code != _OK,
+                                "the ODE solve failed or diverged (pass throw=False to get "
+                                "the status per element)")
+        return Curve(k=jnp.asarray(ks), risk=risk, kind="ode", label=label, lr=lr, extras=obs,
+                     code=code, noise_variance=nv, meta=meta)
+    risk, lr = np.asarray(risk), np.asarray(lr)
+    obs = {k: np.asarray(v) for k, v in obs.items()}
+    code = int(code)
+    info = {"num_steps": int(np.asarray(info["num_steps"])), "result": STATUS[code],
+            "exact_steps": int(exact_steps) if theory.discrete_start else 0,
+            "seconds": time.perf_counter() - t0}
+    message = ""
+    if code in (_MAX_STEPS, _FAILED):
+        # after a failure the remaining checkpoints hold inf: a divergence only if the
+        # step size is unstable, else a solver failure
         try:
             check_stable(problem, optimizer, k_max=int(ks[-1]))
         except DivergenceError:
-            blew_up = True
-    if blew_up or (not failed and not np.all(finite)):
+            code = _DIVERGED
+    if code == _DIVERGED:
         thr = stability_threshold(optimizer, problem)
-        status = "diverged"
-        message = (f"the risk diverges for {optimizer.name} with lr={optimizer.lr!r}"
+        message = (f"the risk diverges for {optimizer.name} with lr={_lr_repr(optimizer)}"
                    f" (stability threshold from theory: {thr:.6g})")
         if throw:
             raise DivergenceError(message, lr=optimizer.lr, threshold=thr)
-    elif failed:
-        status = "solver_failed"
-        message = (f"ODE solver failed ({info['result']}) after {info['num_steps']} steps; "
-                   "increase max_steps or loosen rtol")
+    elif code != _OK:
+        message = {
+            _MAX_STEPS: (f"ODE solver reached max_steps={max_steps} after {info['num_steps']} "
+                         "steps; increase max_steps or loosen rtol"),
+            _FAILED: "ODE solver failed; loosen rtol or check the problem",
+            _FIXED_POINT: ("a fixed-point (Newton) iteration inside the theory did not "
+                           f"converge (residual above {theory.residual_tol:g})"),
+            _NONFINITE: "the ODE produced non-finite risk values",
+        }[code]
         if throw:
             raise SolverError(message)
-    meta = {"problem": problem.label, "d": problem.d, **optimizer.describe(), "solver": info}
-    return Curve(k=ks, risk=risk, kind="ode", label=label or f"{optimizer.name} ODE", lr=lr,
-                 extras=obs, status=status, message=message,
-                 noise_variance=_noise_var(problem), meta=meta)
+    meta["solver"] = info
+    return Curve(k=ks, risk=risk, kind="ode", label=label, lr=lr, extras=obs,
+                 status=STATUS[code], message=message, noise_variance=nv, meta=meta)
 
 
-def _noise_var(problem) -> float:
-    try:
-        return float(problem.noise.variance)
-    except ValueError:
-        return float("inf")
+def _lr_repr(optimizer) -> str:
+    lr = optimizer.lr
+    if callable(lr):
+        return repr(lr)
+    return f"{float(np.asarray(lr)):.6g}"
+
+
+def _noise_var(problem):
+    """`E[ε²]` (a float; an array inside a transformation; `inf` for infinite variance)."""
+    for get in (lambda: problem.noise.variance, lambda: problem.noise_variance):
+        try:
+            v = get()
+        except (ValueError, AttributeError):
+            continue
+        return float(v) if is_concrete(v) else v
+    return float("inf")

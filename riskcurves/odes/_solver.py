@@ -1,23 +1,35 @@
 """`ETD2`: an adaptive exponential Runge–Kutta solver for diffrax.
 
-The risk ODEs are `dy/dk = −a(k, y) ⊙ y + N(k, y)` with per-mode damping rates
-`a_i` spanning many decades (power laws: `λ_i` from 1 down to 1e-9) and a
-coupling `N` that only goes through a few scalars (the risk `P`, `b²`, …).
-Explicit solvers are limited by the fastest rate, implicit ones need a dense
-Jacobian (`d × d`). ETD2 (Cox & Matthews 2002, "ETD2RK") integrates the diagonal
-part exactly over each step, so the step is limited only by how fast the
-coupling scalars change (log-spaced steps on power laws: O(log horizon) steps),
-at O(d) cost per step.
+The risk ODEs are `dy/dk = −A(k, y) y + N(k, y)` where the linear part `A` is
+stiff (power laws: rates `λ_i` from 1 down to 1e-9) but acts on each mode
+separately, and the coupling `N` only goes through a few scalars (the risk
+`P`, `b²`, …). Per state leaf, `A` is either
 
-With `a` frozen at the start of the step, `f0 = f(k0, y0)`, `h = k1 − k0`:
+- *diagonal*: the damping leaf has the shape of the state leaf (`a_i ≥ 0`,
+  field `−a ⊙ y`), or
+- *block diagonal*: the state leaf has shape `(n, p)` (one small vector of
+  `p ≤ 4` moments per mode, e.g. momentum's energy, cross term and velocity
+  energy) and the damping leaf has shape `(n, p, p)` (field `−A_i y_i` per mode).
 
-    y_pred = y0 + h φ1(−a h) ⊙ f0
-    y1     = y_pred + h φ2(−a h) ⊙ (f(k1, y_pred) − f0 + a ⊙ (y_pred − y0))
+ETD2 (Cox & Matthews 2002, "ETD2RK") integrates this linear part exactly over
+each step, so the step is limited only by how fast the coupling changes
+(log-spaced steps on power laws: O(log horizon) steps) at O(d p³) cost per step.
+With `A` frozen at the start of the step, `f0 = f(k0, y0)` (the full field),
+`h = k1 − k0`:
 
-with `φ1(z) = (e^z − 1)/z` and `φ2(z) = (e^z − 1 − z)/z²`. It is second order,
-exact for linear diagonal systems, and reduces to Heun's method where `a = 0`.
-The error estimate `y1 − y_pred` (first vs second order) drives diffrax's PID
-controller.
+    y_pred = y0 + h φ1(−A h) f0
+    y1     = y_pred + h φ2(−A h) (f(k1, y_pred) − f0 + A (y_pred − y0))
+
+with `φ1(Z) = Z⁻¹(e^Z − I)` and `φ2(Z) = Z⁻²(e^Z − I − Z)`. It is second order,
+exact for linear systems with constant `A`, and reduces to Heun's method where
+`A = 0`. Diagonal `φ`'s are closed forms; block `φ`'s come from one matrix
+exponential of the `3p × 3p` augmented matrix `[[Z, I, 0], [0, 0, I], [0, 0, 0]]`
+(whose first block row is `[e^Z, φ1(Z), φ2(Z)]`).
+
+Error estimate: the correction `y1 − y_pred` (first vs second order), filtered by
+`(I + hA)⁻¹` (Shampine's filter with the frozen Jacobian `−A`: stiff components
+that track a moving equilibrium are not penalised for the equilibrium's motion,
+which ETD2 follows exactly); it drives diffrax's PID controller.
 """
 
 from __future__ import annotations
@@ -28,8 +40,9 @@ from typing import ClassVar
 import diffrax
 import jax
 import jax.numpy as jnp
+from jax.scipy.linalg import expm
 
-__all__ = ["ETD2"]
+__all__ = ["ETD2", "block_phis"]
 
 
 def _phi1h(a, h):
@@ -46,13 +59,60 @@ def _phi2h(a, h):
     return jnp.where(x > 1e-3, h * (xs + jnp.expm1(-xs)) / xs**2, small)
 
 
+_MAX_SQUARINGS = 64
+
+
+def _expm_scaled(M):
+    """`expm` of a stack of matrices, robust to huge norms (stiff steps `h‖A‖ ≫ 1`).
+
+    Scaling and squaring with a per-matrix exponent `s` (`‖M/2^s‖_∞ ≤ 1/2`), a fixed
+    loop of masked squarings (so reverse-mode differentiation works), and JAX's
+    `expm` on the scaled matrices (whose Padé terms then cannot overflow).
+    """
+    norm = jnp.max(jnp.sum(jnp.abs(M), axis=-1), axis=-1)
+    s = jnp.clip(jnp.ceil(jnp.log2(jnp.maximum(norm, 1e-300) / 0.5)), 0, _MAX_SQUARINGS)
+    X = expm(M / (2.0 ** s)[..., None, None])
+    smax = jnp.max(s)
+
+    def body(j, X):
+        return jax.lax.cond(j < smax,
+                            lambda X: jnp.where((j < s)[..., None, None], X @ X, X),
+                            lambda X: X, X)
+
+    return jax.lax.fori_loop(0, _MAX_SQUARINGS, body, X)
+
+
+def block_phis(A, h):
+    """`(e^{−Ah}, h φ1(−Ah), h φ2(−Ah))` for a stack of `p × p` blocks `A` (`(..., p, p)`)."""
+    p = A.shape[-1]
+    Z = -A * h
+    eye = jnp.broadcast_to(jnp.eye(p, dtype=A.dtype), A.shape)
+    zero = jnp.zeros_like(A)
+    top = jnp.concatenate([Z, eye, zero], axis=-1)
+    mid = jnp.concatenate([zero, zero, eye], axis=-1)
+    bot = jnp.concatenate([zero, zero, zero], axis=-1)
+    M = jnp.concatenate([top, mid, bot], axis=-2)
+    E = _expm_scaled(M.reshape((-1, 3 * p, 3 * p))).reshape(M.shape)
+    return E[..., :p, :p], h * E[..., :p, p:2 * p], h * E[..., :p, 2 * p:]
+
+
+def _mv(M, v):
+    return jnp.einsum("...ij,...j->...i", M, v)
+
+
+def _is_block(a, y):
+    return a.ndim == y.ndim + 1
+
+
 class ETD2(diffrax.AbstractAdaptiveSolver):
     """Exponential Runge–Kutta (ETD2RK) with an embedded first-order estimate.
 
     **Arguments:**
 
-    - `damping`: `(k, y, args) -> a`, a non-negative pytree like `y`: the rates of
-      the stiff diagonal part `−a ⊙ y` of the vector field.
+    - `damping`: `(k, y, args) -> A`, a pytree like `y`: per leaf either the
+      non-negative rates `a` of a diagonal stiff part `−a ⊙ y` (same shape as the
+      leaf) or per-mode blocks `A_i` (shape `(n, p, p)` for a leaf `(n, p)`) of a
+      block-diagonal stiff part `−A_i y_i`.
     """
 
     damping: Callable
@@ -72,18 +132,29 @@ class ETD2(diffrax.AbstractAdaptiveSolver):
         del solver_state, made_jump
         h = t1 - t0
         f0 = terms.vf(t0, y0, args)
-        a = self.damping(t0, y0, args)
-        y_pred = jax.tree.map(lambda y, ai, f: y + _phi1h(ai, h) * f, y0, a, f0)
-        f1 = terms.vf(t1, y_pred, args)
-        corr = jax.tree.map(
-            lambda ai, fa, fb, yp, y: _phi2h(ai, h) * (fb - fa + ai * (yp - y)),
-            a, f0, f1, y_pred, y0,
-        )
-        y1 = jax.tree.map(jnp.add, y_pred, corr)
-        # Shampine's filtered error estimate (I − h γ J)⁻¹ est with the diagonal
-        # Jacobian J = −a: stiff components that track a moving equilibrium are
-        # not penalised for the equilibrium's motion (which ETD2 follows).
-        err = jax.tree.map(lambda c, ai: c / (1.0 + ai * h), corr, a)
+        A = self.damping(t0, y0, args)
+
+        def phis(a, y):
+            if _is_block(a, y):
+                _, p1, p2 = block_phis(a, h)
+                return (lambda v: _mv(p1, v), lambda v: _mv(p2, v), lambda v: _mv(a, v),
+                        lambda v: jnp.linalg.solve(jnp.eye(a.shape[-1]) + h * a,
+                                                   v[..., None])[..., 0])
+            p1, p2 = _phi1h(a, h), _phi2h(a, h)
+            return (lambda v: p1 * v, lambda v: p2 * v, lambda v: a * v,
+                    lambda v: v / (1.0 + a * h))
+
+        ops = jax.tree.map(phis, A, y0)
+        leaves_ops = jax.tree.leaves(ops, is_leaf=lambda x: isinstance(x, tuple))
+        treedef = jax.tree.structure(y0)
+        y0l, f0l = treedef.flatten_up_to(y0), treedef.flatten_up_to(f0)
+        ypl = [y + op[0](f) for y, op, f in zip(y0l, leaves_ops, f0l)]
+        y_pred = treedef.unflatten(ypl)
+        f1l = treedef.flatten_up_to(terms.vf(t1, y_pred, args))
+        corr = [op[1](fb - fa + op[2](yp - y))
+                for op, fa, fb, yp, y in zip(leaves_ops, f0l, f1l, ypl, y0l)]
+        y1 = treedef.unflatten([yp + c for yp, c in zip(ypl, corr)])
+        err = treedef.unflatten([op[3](c) for op, c in zip(leaves_ops, corr)])
         dense_info = dict(y0=y0, y1=y1)
         return y1, err, dense_info, None, diffrax.RESULTS.successful
 

@@ -40,13 +40,15 @@ def adagrad_norm(learning_rate, b0: float) -> optax.GradientTransformation:
 
     **Raises:** `ValueError` if `b0` is not finite and > 0.
     """
-    b0 = float(b0)
-    if not (math.isfinite(b0) and b0 > 0):
-        raise ValueError(f"`b0` must be finite and > 0, got {b0!r}")
+    if not isinstance(b0, jax.core.Tracer):
+        b0 = float(b0)
+        if not (math.isfinite(b0) and b0 > 0):
+            raise ValueError(f"`b0` must be finite and > 0, got {b0!r}")
 
     def init_fn(params):
         del params
-        return AdaGradNormState(jnp.zeros((), jnp.int32), jnp.asarray(b0**2, jnp.float64))
+        return AdaGradNormState(jnp.zeros((), jnp.int32),
+                                jnp.asarray(jnp.asarray(b0, jnp.float64) ** 2, jnp.float64))
 
     def update_fn(updates, state, params=None):
         del params

@@ -43,4 +43,4 @@ def _clipped_sgd(optimizer: ClippedSGD, problem) -> SimSpec:
     def observe(state, delta, k):
         return {"clip_frac": state[0].clipped}
 
-    return SimSpec(tx, observe)
+    return SimSpec(tx, observe, bounded=True)

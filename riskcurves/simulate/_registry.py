@@ -19,10 +19,14 @@ class SimSpec(NamedTuple):
       here is translation invariant) and applies the updates.
     - `observe`: optional `(state, params, k) -> dict` of scalars recorded at
       checkpoints (e.g. the effective step size `lr`).
+    - `bounded`: True if each update is bounded whatever the label noise (sign,
+      clipping, polar factor): then the mean risk stays finite under
+      infinite-variance noise, which the engine otherwise refuses.
     """
 
     tx: optax.GradientTransformation
     observe: Callable | None = None
+    bounded: bool = False
 
 
 @functools.singledispatch

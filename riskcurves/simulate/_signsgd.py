@@ -15,4 +15,4 @@ from ._registry import SimSpec, register
 
 @register(SignSGD)
 def _signsgd(optimizer: SignSGD, problem) -> SimSpec:
-    return SimSpec(optax.sign_sgd(optimizer.lr))
+    return SimSpec(optax.sign_sgd(optimizer.lr), bounded=True)
