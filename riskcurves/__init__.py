@@ -17,9 +17,11 @@ import jax as _jax
 _jax.config.update("jax_enable_x64", True)
 
 from . import odes as odes  # noqa: E402
+from . import studies as studies  # noqa: E402
 from . import simulate as _simulate_pkg  # noqa: E402, F401
 from . import theory as theory  # noqa: E402
 from ._compress import compress as compress  # noqa: E402
+from ._curve import STATUS as STATUS  # noqa: E402
 from ._curve import Curve as Curve  # noqa: E402
 from ._curve import checkpoints as checkpoints  # noqa: E402
 from ._curve import max_rel_err as max_rel_err  # noqa: E402
@@ -36,6 +38,10 @@ from .optimizers import MatrixSignSGD as MatrixSignSGD  # noqa: E402
 from .optimizers import Muon as Muon  # noqa: E402
 from .optimizers import SignSGD as SignSGD  # noqa: E402
 from .optimizers import SignSVD as SignSVD  # noqa: E402
+from .optimizers import AbstractSchedule as AbstractSchedule  # noqa: E402
+from .optimizers import PiecewiseLogLinear as PiecewiseLogLinear  # noqa: E402
+from .optimizers import PowerDecay as PowerDecay  # noqa: E402
+from .optimizers import WarmupStableDecay as WarmupStableDecay  # noqa: E402
 from .optimizers import power_decay as power_decay  # noqa: E402
 from .plotting import plot_compare as plot_compare  # noqa: E402
 from .problems import AbstractNoise as AbstractNoise  # noqa: E402
@@ -53,7 +59,7 @@ from .problems import random_rotation as random_rotation  # noqa: E402
 from .simulate import adagrad_norm as adagrad_norm  # noqa: E402
 from .simulate import oracle_line_search as oracle_line_search  # noqa: E402
 from .simulate import simulate as simulate  # noqa: E402
+from .studies import compare_clipped_sgd as compare_clipped_sgd  # noqa: E402
 from .theory import clipped_gain_ratio as clipped_gain_ratio  # noqa: E402
-from .theory import compare_clipped_sgd as compare_clipped_sgd  # noqa: E402
 
 __version__ = "0.1.0"

@@ -17,10 +17,13 @@ simulated.
 2. the remaining integer ranks are a midpoint sum,
    `Σ_{j=m+1}^{d} f(j) ≈ ∫_{m+½}^{d+½} f(x) dx` (error `f''/24` per mode,
    relative `~ p(p+1)/(24 m²)` for `f ~ x^(−p)`), split into bins of equal width
-   in `u = ln x` (`bins_per_decade` per decade) with `q` Gauss–Legendre nodes
-   each: node `x_n`, `λ_n = x_n^(−α)`, `D_n(0) = x_n^(−β)`, `w_n = ω_n x_n`;
+   in `u = ln x` (`bins_per_decade` per decade; for finite `d` the last bin is
+   halved repeatedly towards `d` until it holds about one mode) with `q = 4`
+   Gauss–Legendre nodes each: node `x_n`, `λ_n = x_n^(−α)`, `D_n(0) = x_n^(−β)`,
+   `w_n = ω_n x_n`; below rank 4096 the bins hold whole integers and use
+   discrete Gauss rules for the counting measure instead;
 3. `d = inf` (continuum, needs `α > 1` so that `tr K < ∞`, and `α + β > 1` so
-   that `P(0) < ∞`): bins up to `J = max(4m, horizon^(1/α))`, then the tail
+   that `P(0) < ∞`): bins up to `J = max(4m, (1e3·horizon)^(1/α))`, then the tail
    `[J, ∞)` in `v = (x/J)^(−α) ∈ (0, 1]`, where
    `λ D(0) dx = (J^(1−α−β)/α) v^γ dv`, `γ = (β − 1)/α > −1`: `q_tail`
    Gauss–Jacobi nodes for the weight `v^γ`, `w_n = ω_n (J/α) v_n^(−1/α−1−γ)`.
@@ -29,15 +32,17 @@ simulated.
 
 **General diagonal problems** (`compress(problem)`): modes with identical
 `(λ, D(0))` are merged exactly (flat and two-level spectra become 1–2 nodes);
-otherwise modes are sorted by `λ`, the top `m` kept, and the rest grouped into
-log-spaced rank bins with `q` Gauss nodes each for the discrete count measure
-in `ln λ` and matching energies (details in `_group_nodes`).
+otherwise modes are sorted by `λ`, the top `m` and the bottom `m/4` kept exactly,
+and the rest grouped into log-spaced rank bins with `q = 4` Gauss nodes each for
+the discrete count measure in `ln λ` and matching energies (details in
+`_group_nodes`).
 
 **Error control.** The node count is not guessed: level `L` has
-`m = m0·2^L` exact modes and `2^L·bins_per_decade` bins per decade; the level is
-raised until two consecutive levels agree to `rtol` (relative, max over the
-grid) on the risk curve when an `optimizer` and `checkpoints` are given, or
-else on the two SGD response kernels that the risk is made of,
+`m = 32·2^L` exact modes and `2·2^L` bins per decade (and `8·2^min(L,3)` tail
+nodes for `d = inf`); the level is raised until two consecutive levels agree to
+`rtol` (relative, max over the grid) on a `measure(problem)` array when one is
+given (`riskcurves.studies.compress_on_curve` uses an optimizer's ODE risk
+curve), or else on the two SGD response kernels that the risk is made of,
 `K₁(c) = ½ Σ w λ D(0) e^(−cλ)` and `K₂(c) = Σ w λ² e^(−cλ)`, for `c` on a log
 grid up to `horizon` (in units of `ηk`). The finer level is returned.
 """
@@ -175,8 +180,7 @@ def power_law_nodes(d, alpha: float, beta: float, level: int = 0, horizon: float
 
 
 def power_law(d, alpha: float, beta: float, noise=None, *, rtol: float = 1e-6,
-              horizon: float = 1e9, optimizer=None, checkpoints=None,
-              level: int | None = None) -> Problem:
+              horizon: float = 1e9, measure=None, level: int | None = None) -> Problem:
     """Compressed power law `λ_j = j^(−α)`, `D_j(0) = j^(−β)`, `j = 1..d`.
 
     Built from `(d, α, β)` directly: nothing of size `d` is allocated, so
@@ -190,8 +194,9 @@ def power_law(d, alpha: float, beta: float, noise=None, *, rtol: float = 1e-6,
     - `rtol`: target relative accuracy of the risk curve (error control in the
       module docstring).
     - `horizon`: largest `η·k` the nodes must resolve (d = inf tail, kernel check).
-    - `optimizer`, `checkpoints`: if both given, levels are compared on the
-      actual ODE risk curve of `optimizer` instead of the SGD kernels.
+    - `measure`: optional `problem -> array`; levels are compared on it instead
+      of the SGD kernels (`riskcurves.studies.compress_on_curve` passes an
+      optimizer's ODE risk curve).
     - `level`: force a refinement level (no error control).
 
     **Returns:** a `Problem` with `weights` summing to `d` (finite `d`; for `d = inf`
@@ -219,7 +224,7 @@ def power_law(d, alpha: float, beta: float, noise=None, *, rtol: float = 1e-6,
 
     if level is not None:
         return build(int(level))
-    return _refine(build, rtol, horizon, optimizer, checkpoints)
+    return _refine(build, rtol, horizon, measure)
 
 
 # ---- general diagonal problems ------------------------------------------------
@@ -304,8 +309,8 @@ def _group_nodes(lam, e0, w, level: int):
     return tuple(np.concatenate(x) for x in zip(*out))
 
 
-def compress(problem: Problem, rtol: float = 1e-6, *, horizon: float = 1e9, optimizer=None,
-             checkpoints=None, level: int | None = None) -> Problem:
+def compress(problem: Problem, rtol: float = 1e-6, *, horizon: float = 1e9, measure=None,
+             level: int | None = None) -> Problem:
     """A compressed copy of a diagonal `problem` (see the module docstring).
 
     **Arguments:**
@@ -313,7 +318,9 @@ def compress(problem: Problem, rtol: float = 1e-6, *, horizon: float = 1e9, opti
     - `problem`: a `Problem` with diagonal `K` (`eigenvectors is None`).
     - `rtol`: target relative accuracy of the risk curve.
     - `horizon`: largest `η·k` resolved by the kernel check.
-    - `optimizer`, `checkpoints`: compare levels on this optimizer's ODE curve.
+    - `measure`: optional `problem -> array` compared between levels instead of
+      the SGD kernels (`riskcurves.studies.compress_on_curve` passes an
+      optimizer's ODE risk curve).
     - `level`: force a refinement level (no error control).
 
     **Returns:** a `Problem` with `weights` summing to `problem.d`. Problems whose
@@ -344,7 +351,7 @@ def compress(problem: Problem, rtol: float = 1e-6, *, horizon: float = 1e9, opti
 
     if level is not None:
         return build(int(level))
-    return _refine(build, rtol, horizon, optimizer, checkpoints, n_full=lam.size,
+    return _refine(build, rtol, horizon, measure, n_full=lam.size,
                    full=lambda: Problem(lam, e0, problem.noise, weights=w, label=label))
 
 
@@ -357,16 +364,10 @@ def _kernels(p: Problem, cs: np.ndarray) -> np.ndarray:
     return np.concatenate([k1, k2])
 
 
-def _curve(p: Problem, optimizer, checkpoints) -> np.ndarray:
-    from .odes import solve_ode
-
-    return solve_ode(p, optimizer, checkpoints, rtol=1e-9, check_stability=False).risk
-
-
-def _refine(build, rtol, horizon, optimizer, checkpoints, n_full=None, full=None):
-    if (optimizer is None) != (checkpoints is None):
-        raise ValueError("give both `optimizer` and `checkpoints` (curve-based error control) "
-                         "or neither (kernel-based)")
+def _refine(build, rtol, horizon, measure_fn=None, n_full=None, full=None):
+    if measure_fn is not None and not callable(measure_fn):
+        raise ValueError(f"`measure` must be None or a callable problem -> array, got "
+                         f"{measure_fn!r}")
     c_max = horizon
     lam_min = build(0).eigenvalues.min()
     if n_full is not None or lam_min > 0:   # finite d: up to c·λ_min = _EDGE
@@ -374,8 +375,8 @@ def _refine(build, rtol, horizon, optimizer, checkpoints, n_full=None, full=None
     cs = np.concatenate([[0.0], np.logspace(-2, math.log10(max(c_max, 1.0)), 80)])
 
     def measure(p):
-        if optimizer is not None:
-            return _curve(p, optimizer, checkpoints)
+        if measure_fn is not None:
+            return np.asarray(measure_fn(p), np.float64)
         return _kernels(p, cs)
 
     prev = build(0)

@@ -352,7 +352,7 @@ def _cmd_phase_diagram(a):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from riskcurves.theory._phases import phase_grid
+    from riskcurves.studies import phase_grid
     t0 = time.perf_counter()
     if a.from_json:
         try:

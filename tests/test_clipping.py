@@ -217,14 +217,14 @@ HORIZON = 2000
 def tuned_t3():
     """Best clipped vs best SGD run (ODE-tuned) under Student-t(3) noise, flat d = 200."""
     prob = _claim_problem(rc.StudentT(3, 0.3))
-    return prob, rc.theory.compare_clipped_sgd(prob, HORIZON, n_lr=16, n_clip=10)
+    return prob, rc.studies.compare_clipped_sgd(prob, HORIZON, n_lr=16, n_clip=10)
 
 
 def test_theory_tuned_clipping_vs_sgd(tuned_t3):
     _, t3 = tuned_t3
     assert t3.ratio < 0.9, (f"Student-t(3): best clipped {t3.clip_risk:.4g} vs best SGD "
                             f"{t3.sgd_risk:.4g} (ratio {t3.ratio:.3f}, need < 0.9)")
-    g = rc.theory.compare_clipped_sgd(_claim_problem(rc.Gaussian(0.3)), HORIZON, n_lr=16,
+    g = rc.studies.compare_clipped_sgd(_claim_problem(rc.Gaussian(0.3)), HORIZON, n_lr=16,
                                       n_clip=10)
     assert g.ratio > 0.999, f"Gaussian: clipping beat SGD in theory (ratio {g.ratio:.4f})"
 
@@ -265,4 +265,4 @@ def test_bad_input():
     with pytest.raises(ValueError, match="risk"):
         rc.theory.best_threshold(rc.Gaussian(0.3), [-1.0])
     with pytest.raises(ValueError, match="horizon"):
-        rc.theory.compare_clipped_sgd(prob, 0)
+        rc.studies.compare_clipped_sgd(prob, 0)

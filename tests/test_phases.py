@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import riskcurves as rc
-from riskcurves.theory._phases import classify, compare_at_optimal_lr, flip_time
+from riskcurves.studies import classify, compare_at_optimal_lr, flip_time
 
 
 def _confirm(alpha, beta, d, B, k_max, n_runs, *, k_min=10, n_lr=6, n_fine=8, n_ck=9,

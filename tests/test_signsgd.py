@@ -22,7 +22,6 @@ from riskcurves.theory import (
     reshaped_noise,
     sign_gain,
     sign_noise_coefficient,
-    tuned_comparison,
 )
 
 
@@ -295,11 +294,3 @@ def test_agreement_rotated_batch4_slow():
         errs.append((d, e, se))
     _check_d(errs, 0.05, "rotated power law, B=4")
 
-
-@pytest.mark.slow
-def test_tuned_comparison_slow():
-    """Diagonal power law: SignSGD (√λ preconditioning) beats tuned SGD at a long horizon."""
-    p = rc.PowerLaw(256, 1.5, 0.5, rc.Gaussian(0.01))
-    out = tuned_comparison(p, 2000, iters=14)
-    assert out["sgd"]["risk"] > 0 and out["signsgd"]["risk"] > 0
-    assert math.isfinite(out["ratio"])

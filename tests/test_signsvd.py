@@ -165,7 +165,7 @@ def test_large_batch_whitening_and_batch_transition():
     big = signsvd_theory(rc.SignSVD(1.0, 10**7), lam, D, 2 * d)
     dr, _, _ = big.drift_noise(jnp.asarray(D))
     np.testing.assert_allclose(dr, np.sqrt(D), rtol=2e-3)
-    from riskcurves.theory import local_drift_exponent
+    from riskcurves.studies import local_drift_exponent
 
     e_small = local_drift_exponent(lam, D, 2 * d, 4, sigma2=100.0)
     e_large = local_drift_exponent(lam, D, 2 * d, 1024, sigma2=100.0)

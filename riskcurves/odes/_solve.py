@@ -203,8 +203,12 @@ def solve_ode(problem, optimizer, checkpoints, *, rtol: float = 1e-5, atol: floa
     """
     check_optimizer(optimizer)
     _check_tols(rtol, atol, max_steps, exact_steps)
-    ks = validate_checkpoints(checkpoints)
-    concrete = is_concrete(optimizer) and is_concrete(problem)
+    if not is_concrete(checkpoints):  # traced checkpoints (inside a study's jit)
+        ks = jnp.asarray(checkpoints)
+        concrete = False
+    else:
+        ks = validate_checkpoints(checkpoints)
+        concrete = is_concrete(optimizer) and is_concrete(problem)
     meta = {"problem": getattr(problem, "label", type(problem).__name__), "d": problem.d,
             **(optimizer.describe() if concrete else {"optimizer": optimizer.name})}
     label = label or f"{optimizer.name} ODE"
@@ -230,8 +234,9 @@ def solve_ode(problem, optimizer, checkpoints, *, rtol: float = 1e-5, atol: floa
         meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
         integ = integrate if not concrete else _integrate_jit
         n = ks.shape[0]
+        ts = padded_checkpoints(ks) if is_concrete(ks) else ks
         risk, lr, obs, code, nsteps = integ(
-            theory, jnp.asarray(padded_checkpoints(ks), jnp.float64),
+            theory, jnp.asarray(ts, jnp.float64),
             jnp.asarray(rtol, jnp.float64), jnp.asarray(atol, jnp.float64),
             max_steps=int(max_steps), exact_steps=int(exact_steps), progress_meter=meter)
         risk, lr, obs = risk[:n], lr[:n], {k: v[:n] for k, v in obs.items()}

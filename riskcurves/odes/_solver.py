@@ -144,10 +144,9 @@ class ETD2(diffrax.AbstractAdaptiveSolver):
             return (lambda v: p1 * v, lambda v: p2 * v, lambda v: a * v,
                     lambda v: v / (1.0 + a * h))
 
-        ops = jax.tree.map(phis, A, y0)
-        leaves_ops = jax.tree.leaves(ops, is_leaf=lambda x: isinstance(x, tuple))
         treedef = jax.tree.structure(y0)
         y0l, f0l = treedef.flatten_up_to(y0), treedef.flatten_up_to(f0)
+        leaves_ops = [phis(a, y) for a, y in zip(treedef.flatten_up_to(A), y0l)]
         ypl = [y + op[0](f) for y, op, f in zip(y0l, leaves_ops, f0l)]
         y_pred = treedef.unflatten(ypl)
         f1l = treedef.flatten_up_to(terms.vf(t1, y_pred, args))

@@ -2,5 +2,23 @@
 diagrams, schedule design, compute-optimal scaling laws.
 
 This layer sits above `riskcurves.odes` and `riskcurves.simulate` (it may call
-both; they never import it) and below the CLI.
+both; they never import it) and below the CLI. Every search is built on
+`jax.vmap` (one compiled program per sweep) or `jax.grad` through `solve_ode`.
 """
+
+from ._compare import ClipComparison as ClipComparison
+from ._compare import compare_clipped_sgd as compare_clipped_sgd
+from ._compare import tuned_comparison as tuned_comparison
+from ._compression import compress_on_curve as compress_on_curve
+from ._phases import classify as classify
+from ._phases import compare_at_optimal_lr as compare_at_optimal_lr
+from ._phases import compressed_power_law as compressed_power_law
+from ._phases import flip_time as flip_time
+from ._phases import local_drift_exponent as local_drift_exponent
+from ._phases import phase_diagram as phase_diagram
+from ._phases import phase_grid as phase_grid
+from ._schedule import optimize_schedule as optimize_schedule
+from ._schedule import schedule_risk as schedule_risk
+from ._sweep import best_lr as best_lr
+from ._sweep import envelope as envelope
+from ._sweep import sweep as sweep

@@ -1,4 +1,7 @@
-"""Closed-form theory: stability thresholds, noise expectations, limits, phases."""
+"""Closed-form theory: stability thresholds, noise expectations, limits, gain ratios.
+
+This layer imports no solver (sweeps, tuned comparisons and phase diagrams live in
+`riskcurves.studies`)."""
 
 from ._adagrad import adagrad_norm_limit_lr as adagrad_norm_limit_lr
 from ._adagrad import adagrad_norm_phase as adagrad_norm_phase
@@ -9,7 +12,7 @@ from ._clipping import check_intrinsic_dimension as check_intrinsic_dimension
 from ._clipping import clip_coefficients as clip_coefficients
 from ._clipping import clipped_gain as clipped_gain
 from ._clipping import clipped_gain_ratio as clipped_gain_ratio
-from ._clipping import compare_clipped_sgd as compare_clipped_sgd
+from ._clipping import _median_abs_noise as median_abs_noise
 from ._clipping import intrinsic_dimension as intrinsic_dimension
 from ._clipping import prob_not_clipped as prob_not_clipped
 from ._noise_expectations import effective_sign_gain as effective_sign_gain
@@ -17,9 +20,6 @@ from ._noise_expectations import expected_clipped_square as expected_clipped_squ
 from ._noise_expectations import mixture as mixture
 from ._noise_expectations import prob_abs_residual_below as prob_abs_residual_below
 from ._noise_expectations import residual_density_at_zero as residual_density_at_zero
-from ._phases import compare_at_optimal_lr as compare_at_optimal_lr
-from ._phases import local_drift_exponent as local_drift_exponent
-from ._phases import phase_diagram as phase_diagram
 from ._signsgd import SignBasis as SignBasis
 from ._signsgd import drift_rates as drift_rates
 from ._signsgd import expected_sign as expected_sign
@@ -28,7 +28,6 @@ from ._signsgd import reshaped_noise as reshaped_noise
 from ._signsgd import sign_gain as sign_gain
 from ._signsgd import sign_noise_coefficient as sign_noise_coefficient
 from ._signsgd import signsgd_basis as signsgd_basis
-from ._signsgd import tuned_comparison as tuned_comparison
 from ._stability import check_stable as check_stable
 from ._stability import sgd_kernel_norm as sgd_kernel_norm
 from ._stability import stability_threshold as stability_threshold

@@ -42,8 +42,6 @@ __all__ = [
     "best_threshold",
     "intrinsic_dimension",
     "check_intrinsic_dimension",
-    "compare_clipped_sgd",
-    "ClipComparison",
     "MIN_INTRINSIC_DIMENSION",
 ]
 
@@ -235,87 +233,3 @@ def check_intrinsic_dimension(problem, minimum: float = MIN_INTRINSIC_DIMENSION,
 
 
 # ---- best clipped run vs best SGD run --------------------------------------------
-class ClipComparison(dict):
-    """Result of `compare_clipped_sgd` (a dict with attribute access).
-
-    Keys: `horizon`, `sgd_lr`, `sgd_risk` (best constant-step SGD), `clip_lr`,
-    `clip`, `clip_eff`, `clip_risk` (best clipped run), `ratio =
-    clip_risk/sgd_risk`, and the searched grids `sgd_lrs`, `sgd_risks`,
-    `clip_lrs`, `clips`, `clip_risks` (`(n_lr, n_clip)`).
-    """
-
-    __getattr__ = dict.__getitem__
-
-
-def compare_clipped_sgd(problem, horizon: int, *, batch: int = 1, lrs=None, clips=None,
-                        n_lr: int = 24, n_clip: int = 16, refine: bool = True,
-                        rtol: float = 1e-4) -> ClipComparison:
-    """Best clipped-SGD run vs best constant-step SGD run at `horizon` iterations (ODE).
-
-    Both are tuned on the ODE (`odes._clipping.final_risks`, vmapped solves):
-    SGD over the step sizes `lrs`, clipped SGD over the grid `lrs × clips`
-    (`clips` are thresholds `c` on ‖g‖), then (`refine=True`, default grids
-    only) once more on a finer grid between the neighbours of each optimum.
-    Default grids (`n_lr`, `n_clip` points, log-spaced): SGD `η ∈ η*·[1e-3, 0.95]`
-    (η* its stability threshold), clipped `η ∈ η*·[1e-3, 30]` (clipping shrinks
-    the effective step), `c' ∈ m·[0.03, 30]` (m the median of |ε|, or √(2P0) if
-    noiseless), `c = c'√(tr K)`. Noise of infinite variance: `sgd_risk = inf`.
-
-    **Returns:** a `ClipComparison`.
-    """
-    from ..odes._clipping import final_risks  # lazy: odes imports theory
-    from ..optimizers import SGD, check_batch
-    from ._stability import stability_threshold
-
-    if int(horizon) < 1:
-        raise ValueError(f"`horizon` must be an integer >= 1, got {horizon!r}")
-    horizon = int(horizon)
-    batch = check_batch(batch)
-    sq = math.sqrt(problem.trace)
-    eta_s = stability_threshold(SGD(1.0, batch), problem)
-    var = _finite_variance(problem.noise)
-    m = _median_abs_noise(problem.noise) or math.sqrt(2 * problem.initial_risk)
-    sgd_lrs = (eta_s * np.logspace(-3, np.log10(0.95), n_lr) if lrs is None
-               else np.asarray(lrs, float))
-    c_lrs = eta_s * np.logspace(-3, np.log10(30), n_lr) if lrs is None else sgd_lrs
-    cs = m * np.logspace(np.log10(0.03), np.log10(30), n_clip) * sq if clips is None \
-        else np.asarray(clips, float)
-    if np.any(sgd_lrs <= 0) or np.any(cs <= 0):
-        raise ValueError("`lrs` and `clips` must be > 0")
-
-    def run(etas, ceffs):
-        return final_risks(problem, etas, ceffs, horizon, batch=batch, rtol=rtol)
-
-    if math.isfinite(var):
-        sgd_r = run(sgd_lrs, np.full_like(sgd_lrs, np.inf))
-        i = int(np.nanargmin(sgd_r))
-        if refine and lrs is None:
-            lo, hi = sgd_lrs[max(i - 1, 0)], min(sgd_lrs[min(i + 1, len(sgd_lrs) - 1)],
-                                                 0.95 * eta_s)
-            fine = np.geomspace(lo, hi, 9)
-            fr = run(fine, np.full_like(fine, np.inf))
-            if np.nanmin(fr) < sgd_r[i]:
-                sgd_lrs, sgd_r = np.concatenate([sgd_lrs, fine]), np.concatenate([sgd_r, fr])
-                i = int(np.nanargmin(sgd_r))
-        sgd_best = (float(sgd_lrs[i]), float(sgd_r[i]))
-    else:
-        sgd_r = np.full_like(sgd_lrs, np.inf)
-        sgd_best = (math.nan, math.inf)
-    E, C = np.meshgrid(c_lrs, cs / sq, indexing="ij")
-    table = run(E.ravel(), C.ravel()).reshape(E.shape)
-    a, b = np.unravel_index(int(np.nanargmin(table)), table.shape)
-    best = (float(E[a, b]), float(C[a, b]), float(table[a, b]))
-    if refine and lrs is None and clips is None:
-        ef = np.geomspace(c_lrs[max(a - 1, 0)], c_lrs[min(a + 1, len(c_lrs) - 1)], 5)
-        cf = np.geomspace(cs[max(b - 1, 0)], cs[min(b + 1, len(cs) - 1)], 5) / sq
-        E2, C2 = np.meshgrid(ef, cf, indexing="ij")
-        t2 = run(E2.ravel(), C2.ravel())
-        j = int(np.nanargmin(t2))
-        if t2[j] < best[2]:
-            best = (float(E2.ravel()[j]), float(C2.ravel()[j]), float(t2[j]))
-    return ClipComparison(
-        horizon=horizon, sgd_lr=sgd_best[0], sgd_risk=sgd_best[1], clip_lr=best[0],
-        clip=best[1] * sq, clip_eff=best[1], clip_risk=best[2],
-        ratio=best[2] / sgd_best[1], sgd_lrs=sgd_lrs, sgd_risks=sgd_r, clip_lrs=c_lrs,
-        clips=cs, clip_risks=table,
-    )

@@ -11,7 +11,7 @@
   at each horizon: `+1` SignSVD better at every horizon, `−1` SignSGD better at
   every horizon, `0` the ordering flips over time (trade-off).
 
-Large `d` uses compressed spectra (SPEC §8): nodes on a log grid in `j` with
+Large `d` uses compressed spectra (docs/theory/compression.md): nodes on a log grid in `j` with
 integer multiplicities; both ODEs accept weights. Matrix SignSGD is taken on a
 generic (rotated) `K` by default (`signsgd_basis="generic"`): SignSVD is rotation
 invariant, SignSGD is not (on a diagonal `K` it preconditions by `√λ`).
@@ -22,10 +22,17 @@ from __future__ import annotations
 
 import functools
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ..odes import integrate
+from ..odes._base import AbstractRateTheory
+from ..odes._matrix_signsgd import MatrixSignSGDTheory
+from ..odes._signsvd import _jit_dn, signsvd_theory
+from ..optimizers import MatrixSignSGD, SignSVD
 
 __all__ = ["local_drift_exponent", "compressed_power_law", "compare_at_optimal_lr",
            "phase_diagram", "phase_grid", "classify", "flip_time"]
@@ -33,9 +40,6 @@ __all__ = ["local_drift_exponent", "compressed_power_law", "compare_at_optimal_l
 
 def local_drift_exponent(lam, D, m, batch, sigma2=0.0, weights=None, **options):
     """`d log ρ_i/d log λ_i` with `drift_i = ρ_i D_i` from the SignSVD equivalent."""
-    from ..odes._signsvd import _jit_dn, signsvd_theory
-    from ..optimizers import SignSVD
-
     th = signsvd_theory(SignSVD(1.0, batch), lam, D, m, sigma2=sigma2, weights=weights,
                         **options)
     dr, _, _ = _jit_dn(th, th.D0)
@@ -61,31 +65,22 @@ def compressed_power_law(d: int, alpha: float, beta: float, n_nodes: int = 120):
 
 @functools.partial(eqx.filter_jit)
 def _solve_lrs(theory, etas, ts, rtol):
-    from ..odes._solve import _integrate
-
     def one(eta):
         th = eqx.tree_at(lambda t: t.eta, theory, eta)
-        (risk, _, _), result, _ = _integrate(th, ts, rtol, 1e-30, 20_000,
-                                              _no_meter())
-        return risk
+        risk, _, _, code, _ = integrate(th, ts, rtol, 1e-30, max_steps=20_000, exact_steps=0,
+                                        progress_meter=diffrax.NoProgressMeter())
+        return jnp.where(code == 0, risk, jnp.inf)
     return jax.vmap(one)(etas)
 
 
-def _no_meter():
-    import diffrax
-    return diffrax.NoProgressMeter()
-
-
 def _signsgd_theory(lam, D0, w, m, B, sigma2, diagonal):
-    from ..odes._matrix_signsgd import MatrixSignSGDTheory
-    from ..optimizers import MatrixSignSGD
     f = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731
     th = MatrixSignSGDTheory(f(lam), f(w), f(D0), f(m), f(B), f(sigma2), MatrixSignSGD(1.0, B),
                              diagonal)
     return _EtaWrap(th, f(1.0))
 
 
-class _EtaWrap(eqx.Module):
+class _EtaWrap(AbstractRateTheory):
     """Matrix SignSGD theory with a traced constant step size `eta` (for vmapping)."""
 
     inner: eqx.Module
@@ -97,22 +92,12 @@ class _EtaWrap(eqx.Module):
     def risk(self, y):
         return self.inner.risk(y)
 
-    def _scaled(self, k, y):
+    def _rates(self, k, y):
         a, f = self.inner._rates(k, y)  # computed at η = 1: a ∝ η, f ∝ η²
         return a * self.eta, f * self.eta**2
 
-    def vector_field(self, k, y, args):
-        a, f = self._scaled(k, y)
-        return -a * y + f
-
-    def damping(self, k, y, args):
-        return self._scaled(k, y)[0]
-
     def lr(self, k, y):
         return self.eta
-
-    def observables(self, k, y):
-        return {}
 
 
 def compare_at_optimal_lr(alpha, beta, d=10_000, batch=32, sigma=0.0, m_ratio=2.0,
@@ -138,9 +123,6 @@ def compare_at_optimal_lr(alpha, beta, d=10_000, batch=32, sigma=0.0, m_ratio=2.
     step sizes per horizon), the step-size grids, `P0`, `sigma` and `edge` (True if
     a best step size is still on a grid edge for some `k >= k_min`).
     """
-    from ..odes._signsvd import signsvd_theory
-    from ..optimizers import SignSVD
-
     if signsgd_basis not in ("generic", "diagonal"):
         raise ValueError(f"`signsgd_basis` must be 'generic' or 'diagonal', got "
                          f"{signsgd_basis!r}")

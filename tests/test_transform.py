@@ -1,0 +1,144 @@
+"""The core is a transformable JAX function: no recompilation for new numbers or
+horizons, `jax.vmap` sweeps equal one-by-one solves, `jax.grad` matches finite
+differences, and a vmapped sweep reports divergence per element."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import riskcurves as rc
+from riskcurves.odes import _solve
+from riskcurves.simulate import _engine
+
+
+def _vec_problem(d=64):
+    return rc.PowerLaw(d, 1.2, 0.4, rc.Gaussian(0.1))
+
+
+# (optimizer factory from a step size, vector problem?)
+_VECTOR = {
+    "sgd": lambda lr: rc.SGD(lr, 2),
+    "adagrad_norm": lambda lr: rc.AdaGradNorm(lr, 0.5, 2),
+}
+
+
+def _ode_cache():
+    return _solve._integrate_jit._cached._cache_size()
+
+
+def _sim_cache():
+    return _engine._run_chunk._cached._cache_size()
+
+
+@pytest.mark.parametrize("name", sorted(_VECTOR))
+def test_ode_compiles_once_for_three_lrs_and_two_horizons(name):
+    make, prob = _VECTOR[name], _vec_problem()
+    lrs = (0.05, 0.1, 0.2)
+    rc.solve_ode(prob, make(lrs[0]), rc.checkpoints(2000, 20))
+    size = _ode_cache()
+    for lr in lrs:
+        for horizon in (2000, 30_000):
+            c = rc.solve_ode(prob, make(lr), rc.checkpoints(horizon, 20))
+            assert c.ok, c.message
+    assert _ode_cache() == size, f"{name}: the ODE recompiled ({size} -> {_ode_cache()})"
+
+
+@pytest.mark.parametrize("name", sorted(_VECTOR))
+def test_simulator_compiles_once_for_three_lrs_two_horizons_and_labels(name):
+    make, prob = _VECTOR[name], _vec_problem(16)
+    rc.simulate(prob, make(0.05), rc.checkpoints(50, 10), n_runs=4, chunk_size=4)
+    size = _sim_cache()
+    relabelled = rc.Problem(prob.eigenvalues, prob.initial_energies, prob.noise,
+                            label="another label")
+    for lr in (0.05, 0.1, 0.2):
+        for horizon in (50, 80):
+            for p in (prob, relabelled):
+                rc.simulate(p, make(lr), rc.checkpoints(horizon, 10), n_runs=4, chunk_size=4)
+    assert _sim_cache() == size, f"{name}: the simulator recompiled ({size} -> {_sim_cache()})"
+
+
+def test_vmap_sweep_equals_one_by_one_and_compiles_once():
+    prob = rc.PowerLaw(2000, 1.5, 0.5, rc.Gaussian(0.1))
+    ks = rc.checkpoints(10_000, 30)
+    lrs = jnp.linspace(0.05, 0.5, 8)
+    f = jax.jit(jax.vmap(lambda lr: rc.solve_ode(prob, rc.SGD(lr=lr, batch=4), ks).risk))
+    sweep = np.asarray(f(lrs))
+    assert f._cache_size() == 1
+    f(lrs * 0.9)
+    assert f._cache_size() == 1, "a new set of step sizes recompiled the vmapped sweep"
+    for i in (0, 3, 7):
+        one = rc.solve_ode(prob, rc.SGD(float(lrs[i]), 4), ks).risk
+        err = np.max(np.abs(sweep[i] / one - 1))
+        assert err < 1e-6, f"lr={float(lrs[i]):.3f}: vmapped vs single solve differ by {err:.2e}"
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad_norm"])
+def test_grad_of_final_risk_matches_finite_difference(name):
+    make, prob = _VECTOR[name], rc.PowerLaw(500, 1.5, 0.5, rc.Gaussian(0.1))
+    ks = rc.checkpoints(5000, 20)
+    final = lambda lr: rc.solve_ode(prob, make(lr), ks).risk[-1]  # noqa: E731
+    lr0, h = 0.2, 1e-4
+    g = float(jax.grad(final)(lr0))
+    fd = (float(final(lr0 + h)) - float(final(lr0 - h))) / (2 * h)
+    rel = abs(g - fd) / abs(fd)
+    assert rel < 1e-3, f"{name}: d P(k_max)/d lr = {g:.6e}, central difference {fd:.6e} " \
+                       f"(rel err {rel:.1e}, tol 1e-3)"
+
+
+def test_sweep_reports_divergence_per_element():
+    prob = _vec_problem(200)
+    thr = rc.theory.stability_threshold(rc.SGD(1.0, 2), prob)
+    ks = rc.checkpoints(3000, 15)
+    lrs = jnp.asarray([0.5 * thr, 0.9 * thr, 1.2 * thr])
+    curve = jax.vmap(lambda lr: rc.solve_ode(prob, rc.SGD(lr, 2), ks, throw=False))(lrs)
+    assert list(curve.status) == ["ok", "ok", "diverged"], curve.status
+    assert curve.batch_shape == (3,) and not curve.ok
+    first = curve[0]
+    assert first.status == "ok" and first.risk.shape == ks.shape
+    with pytest.raises(Exception, match="diverged"):
+        jax.vmap(lambda lr: rc.solve_ode(prob, rc.SGD(lr, 2), ks).risk)(lrs).block_until_ready()
+
+
+def test_vmap_over_noise_scale_and_batch():
+    prob = _vec_problem(100)
+    ks = rc.checkpoints(2000, 15)
+    sig = jnp.asarray([0.0, 0.1, 0.3])
+    r = jax.vmap(lambda s: rc.solve_ode(prob.with_noise(rc.Gaussian(s)), rc.SGD(0.2, 2),
+                                        ks).risk)(sig)
+    for i, s in enumerate((0.0, 0.1, 0.3)):
+        one = rc.solve_ode(prob.with_noise(rc.Gaussian(s)), rc.SGD(0.2, 2), ks).risk
+        np.testing.assert_allclose(np.asarray(r[i]), one, rtol=1e-6)
+    rb = jax.vmap(lambda b: rc.solve_ode(prob, rc.SGD(0.2, b), ks).risk)(jnp.asarray([1., 4.]))
+    np.testing.assert_allclose(np.asarray(rb[1]), rc.solve_ode(prob, rc.SGD(0.2, 4), ks).risk,
+                               rtol=1e-6)
+
+
+def test_simulator_sweep_is_one_program_and_matches_single_runs():
+    prob = _vec_problem(16)
+    ks = rc.checkpoints(60, 10)
+    opts = [rc.SGD(lr, 2) for lr in (0.05, 0.1, 0.2, 0.3)]
+    curves = rc.simulate(prob, opts, ks, n_runs=6, seed=1, chunk_size=6)
+    size = _sim_cache()
+    rc.simulate(prob, [rc.SGD(lr, 2) for lr in (0.06, 0.11, 0.21, 0.31)], ks, n_runs=6,
+                seed=1, chunk_size=6)
+    assert _sim_cache() == size, "a new sweep of step sizes recompiled"
+    for opt, c in zip(opts, curves):
+        single = rc.simulate(prob, opt, ks, n_runs=6, seed=1, chunk_size=6)
+        np.testing.assert_allclose(c.risk, single.risk, rtol=1e-6)
+        assert c.status == "ok"
+
+
+def test_schedules_are_pytrees_and_differentiable():
+    prob = _vec_problem(200)
+    ks = rc.checkpoints(3000, 15)
+
+    def final(lr0):
+        return rc.solve_ode(prob, rc.SGD(rc.PowerDecay(lr0, 100.0, 0.5), 2), ks).risk[-1]
+
+    g = float(jax.grad(final)(0.2))
+    fd = (float(final(0.2 + 1e-4)) - float(final(0.2 - 1e-4))) / 2e-4
+    assert abs(g / fd - 1) < 1e-3, (g, fd)
+    sched = rc.PiecewiseLogLinear([0, 100, 3000], np.log([0.1, 0.2, 0.05]))
+    c = rc.solve_ode(prob, rc.SGD(sched, 2), ks)
+    np.testing.assert_allclose(c.lr, [float(sched(k)) for k in ks], rtol=1e-12)
