@@ -446,8 +446,8 @@ def _cmd_compare(a):
     opt = _optimizer_from_args(a)
     try:
         rc.theory.check_stable(problem, opt, k_max=a.steps)
-    except ValueError as e:  # DivergenceError: before any solve
-        raise _option_error(e, a) from None
+    except rc.DivergenceError as e:  # before any solve
+        raise ValueError(f"--lr {float(opt.lr):g}: {e}") from None
     th, sims, row = _compare_one(problem, opt, a.steps, a.n_runs, a.seed, name=a.optimizer)
     row["case"] = a.optimizer
     _print_table([row])
