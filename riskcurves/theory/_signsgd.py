@@ -1,6 +1,6 @@
 """SignSGD theory: the four effects of taking signs, made computable.
 
-Setting (SPEC §1.1, §5): `g = (1/B) Σ_b x_b r_b`, `r_b = x_bᵀΔ − ε_b`,
+Setting (setting.md §1.1, §5): `g = (1/B) Σ_b x_b r_b`, `r_b = x_bᵀΔ − ε_b`,
 `x ~ N(0, K)`, update `Δ ← Δ − η sign(g)`. Every noise law is a Gaussian scale
 mixture (`ε | k ~ N(0, v_k)` w.p. `w_k`), so a residual has variance
 `τ_k = 2P + v_k` given its component. Write `ξ_b = r_b/√τ_b` (standardised),
@@ -183,7 +183,7 @@ def reshaped_noise(K) -> np.ndarray:
 
 
 class SignBasis:
-    """The SignSGD ODE basis of SPEC §5 for a dense `K`.
+    """The SignSGD ODE basis of setting.md §5 for a dense `K`.
 
     `K̄ = Dg^(−1/4) K Dg^(−1/4) = V diag(λ̄) Vᵀ`; `n_j = w_jᵀ K̃ w_j` with
     `w_j = Dg^(1/4) v_j`; `y_j = (w'_jᵀ Δ)²` with `w'_j = Dg^(1/4) v_j` too.
@@ -275,7 +275,7 @@ def _golden_min(f, lo, hi, iters):
 
 
 def _sgd_final_risk(problem, lrs, batch: int, horizon: int) -> np.ndarray:
-    """Exact finite-d mean excess risk of constant-η SGD after `horizon` steps (SPEC §3
+    """Exact finite-d mean excess risk of constant-η SGD after `horizon` steps (setting.md §3
     recursion), for many step sizes at once (numpy, float64; no compilation)."""
     lam = np.asarray(problem.eigenvalues)[None, :]
     w = np.asarray(problem.mode_weights)[None, :]
@@ -300,7 +300,7 @@ def tuned_comparison(problem, horizon: int, batch: int = 1, *, sgd_range=None,
     Minimises the final excess risk `P(horizon)` over `log η` by golden-section
     search (`iters` evaluations each): SignSGD through its ODE (`solve_ode`, one
     compilation for all step sizes), SGD through the exact finite-d mean
-    recursion of SPEC §3 (`sgd="recursion"`, vectorised numpy; equal to the SGD
+    recursion of setting.md §3 (`sgd="recursion"`, vectorised numpy; equal to the SGD
     ODE up to its O(ηλ_max) discretisation) or its ODE (`sgd="ode"`: recompiles
     per step size, slow). Default ranges: SGD `[1e-4, 0.999]·η*` (its stability
     threshold); SignSGD `[1e-6, 1]·10√(2P0/d)`.
