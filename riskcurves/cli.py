@@ -386,15 +386,24 @@ def _cmd_demo(a):
                                      name=case.name)
         row["case"] = case.name
         rows.append(row)
-        rc.plot_compare(th, sims, ax=ax, title=f"{case.name}\n{run_title(problem, opt)}",
-                        error=row["max_rel_err"])
+        title = run_title(problem, opt)
+        if not title.startswith(case.name + " "):
+            title = f"[{case.name}] {title}"
+        rc.plot_compare(th, sims, ax=ax, title=title, error=row["max_rel_err"], legend=False)
         print(f"[{case.name}] max rel err {row['max_rel_err']:.4f} "
               f"(ode {row['ode_seconds']:.2f}s, sim {row['sim_seconds']:.2f}s)", flush=True)
     for ax in list(axes.flat)[len(cases):]:
         fig.delaxes(ax)
-    fig.suptitle(f"riskcurves demo: theory (line) vs simulation (mean of {a.n_runs} runs, "
-                 f"band ± 2 s.e.), seed {a.seed}", fontsize=11)
-    fig.tight_layout()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    handles = [Line2D([], [], color="C0", lw=1.8, label="theory (ODE / exact recursion)"),
+               Line2D([], [], color="C1", marker="o", ls="", ms=4,
+                      label=f"simulation: mean of {a.n_runs} runs (seed {a.seed})"),
+               Patch(color="C1", alpha=0.25, label="± 2 standard errors of that mean")]
+    fig.suptitle("riskcurves demo: theory vs simulation, excess risk P(k); panel titles: "
+                 "optimizer and hyperparameters / problem and noise law", fontsize=11)
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig_path = os.path.join(a.out, "demo.png")
     fig.savefig(fig_path, dpi=110)
     plt.close(fig)

@@ -18,12 +18,12 @@ def describe_noise(noise) -> str:
     if name == "Noiseless":
         return "noiseless"
     if name == "Gaussian":
-        return f"Gaussian σ={float(noise.sigma):g}"
+        return f"Gaussian σ={float(noise.sigma):.3g}"
     if name == "StudentT":
-        return f"Student-t ν={float(noise.nu):g}, scale={float(noise.scale):g}"
+        return f"Student-t ν={float(noise.nu):.3g}, scale={float(noise.scale):.3g}"
     if name == "GaussianMixture":
-        return (f"mixture σ={float(noise.sigma):g}, outliers σ={float(noise.outlier_sigma):g} "
-                f"w.p. {float(noise.p):g}")
+        return (f"mixture σ={float(noise.sigma):.3g}, outliers σ="
+                f"{float(noise.outlier_sigma):.3g} w.p. {float(noise.p):.3g}")
     return name
 
 
@@ -31,14 +31,15 @@ def describe_optimizer(opt) -> str:
     """Optimizer and its numeric hyperparameters, e.g. `"sgd lr=0.4 B=4"`."""
     d = opt.describe()
     parts = [str(d.get("optimizer", type(opt).__name__))]
+    no_lr = type(opt).__name__ == "LineSearch"  # the oracle sets η_k; `lr` is unused
     for key, val in d.items():
-        if key in ("optimizer", "batch", "name"):
+        if key in ("optimizer", "batch", "name") or (no_lr and key == "lr"):
             continue
         if isinstance(val, bool) or not isinstance(val, (int, float)):
             if key == "lr" and val is not None:
                 parts.append("lr=schedule")
             continue
-        parts.append(f"{key}={val:g}")
+        parts.append(f"{key}={val:.3g}")
     parts.append(f"B={opt.batch}")
     return " ".join(parts)
 
@@ -50,7 +51,7 @@ def run_title(problem, opt) -> str:
 
 def plot_compare(*curves, ax=None, field: str = "risk", title: str | None = None,
                  time: str = "k", d: int | None = None, population: bool = False,
-                 error: float | None = None, save: str | None = None):
+                 error: float | None = None, save: str | None = None, legend: bool = True):
     """Log-log plot: theory curves as lines, simulations as mean ± 2 s.e. bands.
 
     **Arguments:**
@@ -65,6 +66,7 @@ def plot_compare(*curves, ax=None, field: str = "risk", title: str | None = None
     - `population`: plot `P + ½E[ε²]` instead of the excess risk `P`.
     - `error`: a max relative error to print in the corner (e.g. `rc.max_rel_err(...)`).
     - `save`: a file name: save the figure there (so a script needs no `plt.show()`).
+    - `legend`: draw the legend (a figure with many panels may draw one for all).
 
     **Returns:** the axis (`ax.figure` is the figure).
     """
@@ -113,7 +115,8 @@ def plot_compare(*curves, ax=None, field: str = "risk", title: str | None = None
         ax.text(0.02, 0.03, f"max rel err (k ≥ 1): {error:.3f}", transform=ax.transAxes,
                 fontsize=8, va="bottom")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    if legend:
+        ax.legend(fontsize=7, loc="best")
     if save is not None:
         ax.figure.tight_layout()
         ax.figure.savefig(save, dpi=110)
