@@ -27,3 +27,23 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
     if not _MARK.search(markdown):
         return markdown
     return _MARK.sub(lambda m: "```text\n" + _help(m.group(1)).rstrip() + "\n```", markdown)
+
+
+def on_config(config, **kwargs):
+    """Every page of docs/theory/ is in the site: pages missing from the nav's "Theory"
+    section (e.g. added by a later change) are appended to it, titled by their heading."""
+    from pathlib import Path
+
+    theory = next((item for item in config["nav"] or []
+                   if isinstance(item, dict) and "Theory" in item), None)
+    if theory is None:
+        return config
+    section = theory["Theory"]
+    listed = {next(iter(e.values())) if isinstance(e, dict) else e for e in section}
+    docs = Path(config["docs_dir"])
+    for path in sorted((docs / "theory").glob("*.md")):
+        rel = path.relative_to(docs).as_posix()
+        if rel not in listed:
+            first = path.read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
+            section.append({first or path.stem: rel})
+    return config
