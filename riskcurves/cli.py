@@ -32,6 +32,8 @@ from .plotting import describe_noise, run_title
 
 __all__ = ["main", "OPTIMIZERS", "DEMO_CASES", "DemoCase"]
 
+_MATRIX_OPTIMIZERS_NAMES = ("signsvd", "muon", "matrix_signsgd")
+
 
 # ---- registries ---------------------------------------------------------------
 def _sgd(a):
@@ -252,9 +254,31 @@ def _add_optimizer_args(p, with_hyperparameters=True):
                    help="initial accumulator b_0 (adagrad_norm only); default 0.5")
 
 
+# options that only some optimizers / spectra read: given elsewhere, they are refused
+_ONLY_FOR = {"--clip": ("clipped_sgd", "clipping"), "--b0": ("adagrad_norm",),
+             "--m": _MATRIX_OPTIMIZERS_NAMES}
+
+
+def _check_applicable(a):
+    """Refuse an option the chosen optimizer or spectrum would ignore."""
+    given = getattr(a, "given", set())
+    for opt, users in _ONLY_FOR.items():
+        if opt in given and a.optimizer not in users:
+            raise ValueError(f"{opt} applies to --optimizer {' / '.join(users)} only; "
+                             f"got --optimizer {a.optimizer}")
+    if "--lr" in given and a.optimizer == "line_search":
+        raise ValueError("--lr does not apply to --optimizer line_search (the oracle sets "
+                         "the step size)")
+    for opt in ("--alpha", "--beta"):
+        if opt in given and getattr(a, "spectrum", "powerlaw") != "powerlaw":
+            raise ValueError(f"{opt} applies to --spectrum powerlaw only; got --spectrum "
+                             f"{a.spectrum}")
+
+
 def _optimizer_from_args(a):
     if a.optimizer not in OPTIMIZERS:
         raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {a.optimizer!r}")
+    _check_applicable(a)
     try:
         return OPTIMIZERS[a.optimizer](a)
     except ValueError as e:
@@ -525,7 +549,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 # ---- matrix problems (SignSVD / Muon / matrix SignSGD) -------------------------------
-_MATRIX_OPTIMIZERS = ("signsvd", "muon", "matrix_signsgd")
+_MATRIX_OPTIMIZERS = _MATRIX_OPTIMIZERS_NAMES
 
 
 def _matrix_opt(a, cls, default_lr):
@@ -753,10 +777,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         a = parser.parse_args(argv)
     except SystemExit as e:  # usage error (one line already printed) or --help
         return e.code if isinstance(e.code, int) else 2
+    a.given = {t.split("=", 1)[0] for t in argv if t.startswith("--")}  # typed options
     try:
         return a.fn(a)
     except ValueError as e:  # includes DivergenceError

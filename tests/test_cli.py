@@ -250,3 +250,19 @@ def test_demo_layout_has_no_empty_panel():
         r, c = cli._demo_layout(n)
         assert r * c == n, (n, r, c)
     assert cli._demo_layout(len(cli.DEMO_CASES)) == (2, 4)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--clip", "0.5"], "--clip applies to --optimizer clipped_sgd / clipping only"),
+    (["--b0", "1"], "--b0 applies to --optimizer adagrad_norm only"),
+    (["--m", "20"], "--m applies to --optimizer signsvd / muon / matrix_signsgd only"),
+    (["--optimizer", "line_search", "--lr", "0.1"], "--lr does not apply to --optimizer "
+                                                    "line_search"),
+    (["--spectrum", "flat", "--alpha", "2"], "--alpha applies to --spectrum powerlaw only"),
+], ids=["clip", "b0", "m", "lr-line-search", "alpha-flat"])
+def test_options_the_run_would_ignore_are_refused(argv, needle, capsys, monkeypatch):
+    """Like `threshold --lr` before it, an option that changes nothing is an error."""
+    monkeypatch.setattr(rc, "solve_ode", _no_solve)
+    assert main(["compare", *_SMALL, *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err, err
