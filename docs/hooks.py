@@ -23,7 +23,26 @@ def _help(sub: str) -> str:
     return buf.getvalue()
 
 
+_ITEM = re.compile(r"^(?:[-*+]|\d+\.) ")
+
+
+def _loose_lists(markdown: str) -> str:
+    """A list right after a paragraph line is a list on GitHub but not in Python-Markdown:
+    insert the blank line Python-Markdown needs (outside code fences)."""
+    out, fence, prev = [], False, ""
+    for line in markdown.split("\n"):
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        elif (not fence and _ITEM.match(line) and prev.strip() and not _ITEM.match(prev)
+              and not prev.startswith((" ", "\t", "|", "#", ">"))):
+            out.append("")
+        out.append(line)
+        prev = line
+    return "\n".join(out)
+
+
 def on_page_markdown(markdown, page, config, files, **kwargs):
+    markdown = _loose_lists(markdown)
     if not _MARK.search(markdown):
         return markdown
     return _MARK.sub(lambda m: "```text\n" + _help(m.group(1)).rstrip() + "\n```", markdown)

@@ -111,3 +111,15 @@ def test_nothing_points_outside_the_repository():
             if _OUTSIDE.search(line):
                 bad.append(f"{rel}:{i}: {line.strip()[:100]}")
     assert not bad, "references to files outside the repository:\n" + "\n".join(bad)
+
+
+def test_lists_after_a_paragraph_render_as_lists():
+    """GitHub renders a list that follows a paragraph line; Python-Markdown needs a blank
+    line, which the docs hook inserts (code fences untouched)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hooks", ROOT / "docs" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    md = "Text:\n- a\n- b\n\n```\nx\n- not a list\n```\n"
+    assert hooks._loose_lists(md) == "Text:\n\n- a\n- b\n\n```\nx\n- not a list\n```\n"
