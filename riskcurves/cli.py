@@ -188,9 +188,7 @@ def _option_error(e: ValueError, a) -> ValueError:
         return e
     opt = _ARG_OPTION[m.group(1)]
     val = getattr(a, opt[2:].replace("-", "_"), None)
-    out = type(e)(f"{opt} {val}: {msg}") if type(e) is ValueError else ValueError(
-        f"{opt} {val}: {msg}")
-    return out
+    return ValueError(f"{opt} {val}: {msg}")
 
 
 def _problem_from_args(a):
