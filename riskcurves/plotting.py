@@ -60,8 +60,9 @@ def plot_compare(*curves, ax=None, field: str = "risk", title: str | None = None
       the mean over runs with a shaded band of ± 2 standard errors of that mean).
     - `ax`: a matplotlib axis (a new figure if `None`).
     - `field`: `"risk"` or `"lr"` (the effective step-size curve).
-    - `title`: the axis title (default: the optimizer, its hyperparameters and the
-      problem, from the first curve's `meta`).
+    - `title`: the axis title (default: the optimizer, its hyperparameters, the
+      problem and its noise, from the first curve's `meta` and `noise_variance`;
+      `run_title(problem, optimizer)` names the noise law).
     - `time`: `"k"` (iterations) or `"k/d"` (rescaled time; needs `d`).
     - `population`: plot `P + ½E[ε²]` instead of the excess risk `P`.
     - `error`: a max relative error to print in the corner (e.g. `rc.max_rel_err(...)`).
@@ -108,7 +109,10 @@ def plot_compare(*curves, ax=None, field: str = "risk", title: str | None = None
         hp = " ".join(f"{key}={val:g}" for key, val in m.items()
                       if key in ("lr", "clip", "b0", "momentum") and isinstance(val, (int, float))
                       and not isinstance(val, bool))
-        title = f"{m.get('optimizer', '')} {hp} B={m.get('batch', '?')}\n{m.get('problem', '')}"
+        nv = float(curves[0].noise_variance)
+        noise = m.get("noise") or (f"noise E[ε²]={nv:.3g}" if nv > 0 else "noiseless")
+        title = (f"{m.get('optimizer', '')} {hp} B={m.get('batch', '?')}\n"
+                 f"{m.get('problem', '')}, {noise}")
     if title:
         ax.set_title(title, fontsize=9)
     if error is not None:

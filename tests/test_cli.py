@@ -266,3 +266,32 @@ def test_options_the_run_would_ignore_are_refused(argv, needle, capsys, monkeypa
     assert main(["compare", *_SMALL, *argv]) == 2
     err = capsys.readouterr().err
     assert needle in err, err
+
+
+def test_figures_state_problem_noise_optimizer_and_band():
+    """plot_compare: title with optimizer, hyperparameters, problem and noise; the legend
+    marks theory and simulation and says what the band is."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+
+    prob = rc.PowerLaw(50, 1.5, 0.5, rc.StudentT(3, 0.1))
+    opt = rc.ClippedSGD(0.3, clip=0.5, batch=2)
+    k = np.array([0, 1, 10, 100])
+    meta = {"problem": prob.label, "d": 50, **opt.describe()}
+    th = rc.Curve(k=k, risk=np.array([1.0, 0.5, 0.2, 0.1]), kind="ode", label="ODE",
+                  meta=meta, noise_variance=0.03)
+    sim = rc.Curve(k=k, risk=np.array([1.0, 0.52, 0.19, 0.1]), kind="simulation",
+                   label="sim", stderr=np.full(4, 0.01), meta={**meta, "n_runs": 16})
+    title = cli.run_title(prob, opt)
+    for part in ("clipped_sgd", "lr=0.3", "clip=0.5", "B=2", prob.label, "Student-t ν=3"):
+        assert part in title, (part, title)
+    ax = rc.plot_compare(th, sim, title=title)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0].startswith("theory") and labels[1].startswith("simulation"), labels
+    assert "± 2 s.e." in labels[1] and "16 runs" in labels[1], labels
+    default = rc.plot_compare(th, sim).get_title()  # from meta: still names everything
+    for part in ("clipped_sgd", "lr=0.3", "clip=0.5", "B=2", prob.label, "E[ε²]=0.03"):
+        assert part in default, (part, default)
+    assert "lr" not in cli.run_title(prob, rc.LineSearch(batch=4)).split("\n")[0]
