@@ -1,4 +1,4 @@
-"""Matrix least squares (SPEC §1.3): the problem of SignSVD / Muon / matrix SignSGD.
+"""Matrix least squares (setting.md §1.3): the problem of SignSVD / Muon / matrix SignSGD.
 
 Parameters `W ∈ R^{d×m}`, data `x ~ N(0, K)` in `R^d`, labels `y = W*ᵀx + ε ∈ R^m`
 with `ε ~ N(0, σ² I_m)` (or noiseless), per-sample loss `½‖Wᵀx − y‖²`.

@@ -1,11 +1,14 @@
 """The `riskcurves` command.
 
-    riskcurves demo [--out DIR] [--d 1000] [--n-runs 32] [--steps 2000]
+    riskcurves demo [--out DIR] [--d 1000] [--n-runs 32] [--steps N] [--only CASE ...]
     riskcurves compare --optimizer sgd --d 1000 --alpha 1.5 --beta 0.5 --lr 0.2 --batch 4
     riskcurves threshold --optimizer sgd --d 1000 --alpha 1.5 --beta 0.5 --batch 4
     riskcurves phase-diagram --d 10000 --batch 16 [--from-json docs/theory/phases.json]
 
-Bad input is reported as one line `riskcurves: error: ...` with exit status 2.
+Every option has help text and shows its default (`riskcurves SUBCOMMAND --help`).
+Bad input is reported as one line `riskcurves: error: --option VALUE: ...` with exit
+status 2, before any solve or simulation starts. Progress bars (tqdm) are drawn on
+standard error when it is a terminal, and nothing is drawn otherwise.
 Optimizers register themselves in `OPTIMIZERS` (for `compare`) and in
 `DEMO_CASES` (for `demo`): one entry each.
 """
@@ -13,16 +16,23 @@ Optimizers register themselves in `OPTIMIZERS` (for `compare`) and in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from .plotting import describe_noise, run_title
+
 __all__ = ["main", "OPTIMIZERS", "DEMO_CASES", "DemoCase"]
+
+_MATRIX_OPTIMIZERS_NAMES = ("signsvd", "muon", "matrix_signsgd")
 
 
 # ---- registries ---------------------------------------------------------------
@@ -130,105 +140,246 @@ def _linesearch_default():
 
 
 # ---- argument parsing ----------------------------------------------------------
+_NOISE_ARITY = {"gaussian": (1, "gaussian:SIGMA (e.g. gaussian:0.1)"),
+                "studentt": (2, "studentt:NU,SCALE (e.g. studentt:3,0.1)"),
+                "mixture": (3, "mixture:SIGMA,OUTLIER_SIGMA,P (e.g. mixture:0.1,10,0.01)")}
+_NOISE_ALIASES = {"student": "studentt", "t": "studentt", "noiseless": "none"}
+
+
 def _noise_from_string(s: str):
+    """`--noise` value -> noise law; every parameter must be given (no hidden defaults)."""
     import riskcurves as rc
     name, _, rest = s.partition(":")
-    name = name.lower()
+    name = _NOISE_ALIASES.get(name.lower(), name.lower())
+    if name == "none":
+        if rest:
+            raise ValueError(f"--noise {s!r}: `none` takes no parameter")
+        return rc.Noiseless()
+    if name not in _NOISE_ARITY:
+        raise ValueError(f"--noise must be one of none, gaussian:SIGMA, studentt:NU,SCALE, "
+                         f"mixture:SIGMA,OUTLIER_SIGMA,P; got {s!r}")
+    n, form = _NOISE_ARITY[name]
     try:
         vals = [float(v) for v in rest.split(",")] if rest else []
-        if name in ("none", "noiseless"):
-            return rc.Noiseless()
-        if name == "gaussian":
-            return rc.Gaussian(*vals)
-        if name in ("studentt", "student", "t"):
-            return rc.StudentT(*vals)
-        if name == "mixture":
-            return rc.GaussianMixture(*vals)
+    except ValueError:
+        vals = None
+    if vals is None or len(vals) != n:
+        raise ValueError(f"--noise must be one of none, gaussian:SIGMA, studentt:NU,SCALE, "
+                         f"mixture:SIGMA,OUTLIER_SIGMA,P; {name} needs {n} number"
+                         f"{'s' if n > 1 else ''}: {form}; got {s!r}")
+    law = {"gaussian": rc.Gaussian, "studentt": rc.StudentT, "mixture": rc.GaussianMixture}
+    try:
+        return law[name](*vals)
     except (TypeError, ValueError) as e:
-        if "`" in str(e):  # a law's own message, naming its parameter
-            raise ValueError(f"--noise {s!r}: {e}") from None
-    raise ValueError(f"--noise must be one of none, gaussian:SIGMA, studentt:NU,SCALE, "
-                     f"mixture:SIGMA,OUTLIER_SIGMA,P; got {s!r}")
+        raise ValueError(f"--noise {s!r}: {e}") from None
+
+
+# constructor argument named in a library error -> the CLI option the user typed
+_ARG_OPTION = {"lr": "--lr", "batch": "--batch", "clip": "--clip", "b0": "--b0", "d": "--d",
+               "m": "--m", "alpha": "--alpha", "beta": "--beta", "n_max": "--steps",
+               "n_runs": "--n-runs", "seed": "--seed"}
+
+
+def _option_error(e: ValueError, a) -> ValueError:
+    """Prefix a library error with the option (and value) the user typed."""
+    msg = str(e)
+    m = re.search(r"`(\w+)`", msg)
+    if msg.startswith("--") or not m or m.group(1) not in _ARG_OPTION:
+        return e
+    opt = _ARG_OPTION[m.group(1)]
+    val = getattr(a, opt[2:].replace("-", "_"), None)
+    return ValueError(f"{opt} {val}: {msg}")
 
 
 def _problem_from_args(a):
     import riskcurves as rc
     noise = _noise_from_string(a.noise)
-    if getattr(a, "optimizer", None) in _MATRIX_OPTIMIZERS:
-        return _matrix_problem_from_args(a, noise)
-    if a.spectrum == "powerlaw":
-        return rc.PowerLaw(a.d, a.alpha, a.beta, noise, rotate=a.rotate, seed=a.seed)
-    if a.spectrum == "flat":
-        p = rc.Flat(a.d, 1.0 / a.d, noise, initial_energy=1.0)
-    else:
-        p = rc.TwoLevel(a.d, 1.0 / a.d * 10, 1.0 / a.d * 0.1, 0.5, noise, initial_energy=1.0)
-    return p.rotated(a.seed) if a.rotate else p
+    try:
+        if getattr(a, "optimizer", None) in _MATRIX_OPTIMIZERS:
+            return _matrix_problem_from_args(a, noise)
+        if a.spectrum == "powerlaw":
+            return rc.PowerLaw(a.d, a.alpha, a.beta, noise, rotate=a.rotate, seed=a.seed)
+        if a.spectrum == "flat":
+            p = rc.Flat(a.d, 1.0 / a.d, noise, initial_energy=1.0)
+        else:
+            p = rc.TwoLevel(a.d, 1.0 / a.d * 10, 1.0 / a.d * 0.1, 0.5, noise,
+                            initial_energy=1.0)
+        return p.rotated(a.seed) if a.rotate else p
+    except ValueError as e:
+        raise _option_error(e, a) from None
 
 
 def _add_problem_args(p):
-    p.add_argument("--d", type=int, default=1000, help="dimension (default 1000)")
-    p.add_argument("--spectrum", choices=["powerlaw", "flat", "twolevel"], default="powerlaw")
-    p.add_argument("--alpha", type=float, default=1.5, help="λ_j = j^-alpha")
-    p.add_argument("--beta", type=float, default=0.5, help="D_j(0) = j^-beta")
+    p.add_argument("--d", type=int, default=1000,
+                   help="dimension of the parameter vector (rows of W for matrix optimizers)")
+    p.add_argument("--spectrum", choices=["powerlaw", "flat", "twolevel"], default="powerlaw",
+                   help="eigenvalues of K: powerlaw λ_j = j^-alpha; flat λ = 1/d; twolevel "
+                        "half at 10/d, half at 0.1/d (flat and twolevel start at D_j = 1)")
+    p.add_argument("--alpha", type=float, default=1.5,
+                   help="power-law exponent of the eigenvalues, λ_j = j^-alpha")
+    p.add_argument("--beta", type=float, default=0.5,
+                   help="power-law exponent of the initial mode energies, D_j(0) = j^-beta")
     p.add_argument("--noise", default="gaussian:0.1",
-                   help="none | gaussian:SIGMA | studentt:NU,SCALE | mixture:S,S_OUT,P")
-    p.add_argument("--rotate", action="store_true", help="rotate K by a random orthogonal")
-    p.add_argument("--seed", type=int, default=0)
+                   help="label-noise law: none | gaussian:SIGMA | studentt:NU,SCALE | "
+                        "mixture:SIGMA,OUTLIER_SIGMA,P (every number required)")
+    p.add_argument("--rotate", action="store_true",
+                   help="rotate K by a Haar-random orthogonal matrix (generic, non-diagonal K)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the rotation and of the simulation's random numbers")
     p.add_argument("--m", type=int, default=None,
-                   help="outputs of a matrix problem (signsvd, muon, matrix_signsgd; default 2d)")
+                   help="outputs of a matrix problem (signsvd, muon, matrix_signsgd); "
+                        "default: 2d")
 
 
-def _add_optimizer_args(p):
-    p.add_argument("--optimizer", default="sgd", help="one of: " + ", ".join(OPTIMIZERS))
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--clip", type=float, default=None)
-    p.add_argument("--b0", type=float, default=None)
+_DEFAULT_LR = {"sgd": 0.2, "signsgd": 2e-3, "clipped_sgd": 0.2, "adagrad_norm": 0.5,
+               "signsvd": 0.02, "muon": 0.02, "matrix_signsgd": 1e-3}
+
+
+def _add_optimizer_args(p, with_hyperparameters=True):
+    p.add_argument("--optimizer", default="sgd", metavar="NAME",
+                   help="one of: " + ", ".join(OPTIMIZERS))
+    p.add_argument("--batch", type=int, default=1, help="minibatch size B")
+    if not with_hyperparameters:  # `threshold` computes the step size: no --lr
+        p.set_defaults(lr=None, clip=None, b0=None)
+        return
+    p.add_argument("--lr", type=float, default=None,
+                   help="constant step size η; default per optimizer: "
+                        + ", ".join(f"{k} {v:g}" for k, v in _DEFAULT_LR.items())
+                        + " (line_search chooses its own)")
+    p.add_argument("--clip", type=float, default=None,
+                   help="clipping threshold c on ‖g‖ (clipped_sgd only); default 1.0")
+    p.add_argument("--b0", type=float, default=None,
+                   help="initial accumulator b_0 (adagrad_norm only); default 0.5")
+
+
+# options that only some optimizers / spectra read: given elsewhere, they are refused
+_ONLY_FOR = {"--clip": ("clipped_sgd", "clipping"), "--b0": ("adagrad_norm",),
+             "--m": _MATRIX_OPTIMIZERS_NAMES}
+
+
+def _check_applicable(a):
+    """Refuse an option the chosen optimizer or spectrum would ignore."""
+    given = getattr(a, "given", set())
+    for opt, users in _ONLY_FOR.items():
+        if opt in given and a.optimizer not in users:
+            raise ValueError(f"{opt} applies to --optimizer {' / '.join(users)} only; "
+                             f"got --optimizer {a.optimizer}")
+    if "--lr" in given and a.optimizer == "line_search":
+        raise ValueError("--lr does not apply to --optimizer line_search (the oracle sets "
+                         "the step size)")
+    for opt in ("--alpha", "--beta"):
+        if opt in given and getattr(a, "spectrum", "powerlaw") != "powerlaw":
+            raise ValueError(f"{opt} applies to --spectrum powerlaw only; got --spectrum "
+                             f"{a.spectrum}")
 
 
 def _optimizer_from_args(a):
     if a.optimizer not in OPTIMIZERS:
         raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {a.optimizer!r}")
-    return OPTIMIZERS[a.optimizer](a)
+    _check_applicable(a)
+    try:
+        return OPTIMIZERS[a.optimizer](a)
+    except ValueError as e:
+        raise _option_error(e, a) from None
+
+
+def _check_int(option: str, value, lo: int):
+    """Cheap validation before any solve: `option` must be an integer >= lo."""
+    if value is None or int(value) != value or value < lo:
+        raise ValueError(f"{option} must be an integer >= {lo}, got {value}")
+
+
+# ---- progress ------------------------------------------------------------------
+def _tty() -> bool:
+    """Progress bars only on a terminal (standard error)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _working(desc: str):
+    """An elapsed-time bar for a call without its own progress hook (e.g. `simulate`).
+
+    tqdm with `disable=None`: drawn on standard error only when it is a terminal.
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc=desc, disable=None, leave=False,
+               bar_format="{desc}: {elapsed} elapsed")
+    if bar.disable:
+        yield
+        return
+    stop = threading.Event()
+
+    def tick():
+        while not stop.wait(0.5):
+            bar.refresh()
+
+    t = threading.Thread(target=tick, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+        bar.close()
 
 
 # ---- commands ------------------------------------------------------------------
-def _compare_one(problem, opt, steps, n_runs, seed, ode_options=None):
+def _compare_one(problem, opt, steps, n_runs, seed, ode_options=None, name=""):
     import riskcurves as rc
     ks = rc.checkpoints(steps, 30)
+    tag = f"[{name}] " if name else ""
     t0 = time.perf_counter()
-    th = rc.solve_ode(problem, opt, ks, **(ode_options or {}))
+    th = rc.solve_ode(problem, opt, ks, progress=_tty(), **(ode_options or {}))
     t_ode = time.perf_counter() - t0
     t0 = time.perf_counter()
-    sims = rc.simulate(problem, opt, ks, n_runs=n_runs, seed=seed)
+    with _working(f"{tag}simulating {n_runs} runs x {steps} steps"):
+        sims = rc.simulate(problem, opt, ks, n_runs=n_runs, seed=seed)
     t_sim = time.perf_counter() - t0
     row = {
         "optimizer": opt.describe(),
         "problem": problem.label,
-        "d": problem.d,
+        "d": int(problem.d),
+        "noise": describe_noise(problem.noise),
         "steps": int(steps),
         "n_runs": int(n_runs),
         "max_rel_err": rc.max_rel_err(th, sims, k_min=1),
         "max_rel_err_k10": rc.max_rel_err(th, sims, k_min=10),
         "final_risk_ode": float(th.risk[-1]),
         "final_risk_sim": float(sims.risk[-1]),
+        "final_stderr_sim": float(sims.stderr[-1]),
         "ode_seconds": t_ode,
         "sim_seconds": t_sim,
         "ode_steps": th.meta["solver"]["num_steps"],
     }
+    if hasattr(problem, "m"):
+        row["m"] = int(problem.m)
     return th, sims, row
 
 
 def _print_table(rows):
-    hdr = (f"{'case':<14}{'d':>7}{'runs':>6}{'steps':>8}{'max rel err':>13}"
-           f"{'(k>=10)':>10}{'P_ode(end)':>12}{'P_sim(end)':>12}{'ode s':>8}{'sim s':>8}")
+    hdr = (f"{'case':<16}{'d':>6}{'runs':>6}{'steps':>7}{'max rel err':>13}"
+           f"{'(k>=10)':>9}{'P_ode(end)':>12}{'P_sim(end)':>12}{'ode s':>8}{'sim s':>8}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        print(f"{r['case']:<14}{r['d']:>7}{r['n_runs']:>6}{r['steps']:>8}"
-              f"{r['max_rel_err']:>13.4f}{r['max_rel_err_k10']:>10.4f}"
+        print(f"{r['case']:<16}{r['d']:>6}{r['n_runs']:>6}{r['steps']:>7}"
+              f"{r['max_rel_err']:>13.4f}{r['max_rel_err_k10']:>9.4f}"
               f"{r['final_risk_ode']:>12.4e}{r['final_risk_sim']:>12.4e}"
               f"{r['ode_seconds']:>8.2f}{r['sim_seconds']:>8.2f}")
+    print("max rel err: max over checkpoints k >= 1 (resp. k >= 10) of |P_sim/P_ode - 1|")
+
+
+def _demo_layout(n: int) -> tuple[int, int]:
+    """Rows and columns with no empty panel when possible (8 cases: 2 x 4)."""
+    for ncol in (4, 3, 5, 2):
+        if n % ncol == 0 and n // ncol <= ncol:
+            return n // ncol, ncol
+    ncol = min(4, n)
+    return -(-n // ncol), ncol
 
 
 def _cmd_demo(a):
@@ -237,30 +388,51 @@ def _cmd_demo(a):
     import matplotlib.pyplot as plt
 
     import riskcurves as rc
-    os.makedirs(a.out, exist_ok=True)
+    _check_int("--d", a.d, 2)
+    _check_int("--n-runs", a.n_runs, 2)
+    if a.steps is not None:
+        _check_int("--steps", a.steps, 1)
+    unknown = [c for c in (a.only or []) if c not in {k.name for k in DEMO_CASES}]
     cases = [c for c in DEMO_CASES if not a.only or c.name in a.only]
-    if not cases:
-        raise ValueError(f"--only matched no demo case; cases are "
-                         f"{', '.join(c.name for c in DEMO_CASES)}")
-    ncol = min(3, len(cases))
-    nrow = -(-len(cases) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.8 * nrow), squeeze=False)
+    if unknown or not cases:
+        raise ValueError(f"--only {' '.join(unknown or a.only or [])}: no such demo case; "
+                         f"cases are {', '.join(c.name for c in DEMO_CASES)}")
+    built = [(case, *case.build(a.d)) for case in cases]  # validates before any solve
+    os.makedirs(a.out, exist_ok=True)
+    nrow, ncol = _demo_layout(len(cases))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 4.0 * nrow), squeeze=False)
     rows = []
-    for ax, case in zip(axes.flat, cases):
-        problem, opt = case.build(a.d)
+    for ax, (case, problem, opt) in zip(axes.flat, built):
         steps = a.steps or case.steps
-        th, sims, row = _compare_one(problem, opt, steps, a.n_runs, a.seed, case.ode_options)
+        th, sims, row = _compare_one(problem, opt, steps, a.n_runs, a.seed, case.ode_options,
+                                     name=case.name)
         row["case"] = case.name
         rows.append(row)
-        rc.plot_compare(th, sims, ax=ax, title=f"{case.name}: {problem.label}")
+        title = run_title(problem, opt)
+        if not title.startswith(case.name + " "):
+            title = f"[{case.name}] {title}"
+        rc.plot_compare(th, sims, ax=ax, title=title, error=row["max_rel_err"], legend=False)
         print(f"[{case.name}] max rel err {row['max_rel_err']:.4f} "
               f"(ode {row['ode_seconds']:.2f}s, sim {row['sim_seconds']:.2f}s)", flush=True)
     for ax in list(axes.flat)[len(cases):]:
-        ax.axis("off")
-    fig.tight_layout()
+        fig.delaxes(ax)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    handles = [Line2D([], [], color="C0", lw=1.8, label="theory (ODE / exact recursion)"),
+               Line2D([], [], color="C1", marker="o", ls="", ms=4,
+                      label=f"simulation: mean of {a.n_runs} runs (seed {a.seed})"),
+               Patch(color="C1", alpha=0.25, label="± 2 standard errors of that mean")]
+    fig.suptitle("riskcurves demo: theory vs simulation, excess risk P(k); panel titles: "
+                 "optimizer and hyperparameters / problem and noise law", fontsize=11)
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig_path = os.path.join(a.out, "demo.png")
     fig.savefig(fig_path, dpi=110)
-    report = {"d": a.d, "n_runs": a.n_runs, "seed": a.seed, "cases": rows}
+    plt.close(fig)
+    report = {"d_requested": a.d, "n_runs": a.n_runs, "seed": a.seed,
+              "note": "each case records its own d (matrix cases cap d at 128), m, noise law "
+                      "and optimizer hyperparameters",
+              "cases": rows}
     json_path = os.path.join(a.out, "demo.json")
     with open(json_path, "w") as f:
         json.dump(report, f, indent=2, default=str)
@@ -270,27 +442,71 @@ def _cmd_demo(a):
     return 0
 
 
+def _slug(x) -> str:
+    return f"{x:g}".replace("+", "") if isinstance(x, float) else str(x)
+
+
+def compare_stem(a, problem, opt) -> str:
+    """File stem of `compare`'s outputs: every parameter that changes the result."""
+    parts = [f"compare_{a.optimizer}", a.spectrum if a.optimizer not in _MATRIX_OPTIMIZERS
+             else "matrix", f"d{a.d}"]
+    if hasattr(problem, "m"):
+        parts.append(f"m{problem.m}")
+    if a.spectrum == "powerlaw":
+        parts += [f"a{_slug(a.alpha)}", f"b{_slug(a.beta)}"]
+    parts.append(a.noise.lower().replace(":", "").replace(",", "-") or "none")
+    if a.rotate:
+        parts.append("rot")
+    d = opt.describe()
+    for key, short in (("lr", "lr"), ("clip", "c"), ("b0", "b0")):
+        if key in d and isinstance(d[key], (int, float)):
+            parts.append(f"{short}{_slug(float(d[key]))}")
+    parts += [f"B{opt.batch}", f"k{a.steps}", f"n{a.n_runs}", f"s{a.seed}"]
+    return re.sub(r"[^A-Za-z0-9_.-]", "", "_".join(parts))
+
+
 def _cmd_compare(a):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     import riskcurves as rc
+    _check_int("--steps", a.steps, 1)
+    _check_int("--n-runs", a.n_runs, 2)
     problem = _problem_from_args(a)
     opt = _optimizer_from_args(a)
-    th, sims, row = _compare_one(problem, opt, a.steps, a.n_runs, a.seed)
+    try:
+        rc.theory.check_stable(problem, opt, k_max=a.steps)
+    except rc.DivergenceError as e:  # before any solve
+        raise ValueError(f"--lr {float(opt.lr):g}: {e}") from None
+    th, sims, row = _compare_one(problem, opt, a.steps, a.n_runs, a.seed, name=a.optimizer)
     row["case"] = a.optimizer
     _print_table([row])
     os.makedirs(a.out, exist_ok=True)
-    _, ax = plt.subplots(figsize=(6, 4))
-    rc.plot_compare(th, sims, ax=ax, title=f"{a.optimizer}: {problem.label}")
-    path = os.path.join(a.out, f"compare_{a.optimizer}.png")
+    _, ax = plt.subplots(figsize=(6.4, 4.4))
+    rc.plot_compare(th, sims, ax=ax, title=run_title(problem, opt), error=row["max_rel_err"])
+    stem = compare_stem(a, problem, opt)
+    path = os.path.join(a.out, stem + ".png")
     ax.figure.tight_layout()
     ax.figure.savefig(path, dpi=110)
-    with open(os.path.join(a.out, f"compare_{a.optimizer}.json"), "w") as f:
+    plt.close(ax.figure)
+    json_path = os.path.join(a.out, stem + ".json")
+    with open(json_path, "w") as f:
         json.dump({"row": row, "ode": th.to_dict(), "sim": sims.to_dict()}, f, default=str)
-    print(f"figure: {path}")
+    print(f"figure: {path}\nreport: {json_path}")
     return 0
+
+
+_NO_THRESHOLD = {
+    "signsgd": "its step η·sign(g) has a fixed size, so the iterates cannot blow up",
+    "clipped_sgd": "its step η·clip_c(g) is at most ηc long, so the iterates cannot blow up",
+    "clipping": "its step η·clip_c(g) is at most ηc long, so the iterates cannot blow up",
+    "adagrad_norm": "its step η/b_k shrinks as b_k grows with the gradients",
+    "line_search": "it has no step size to choose; the oracle sets η_k at every step",
+    "signsvd": "its step η·polar(G) has unit singular values, so the iterates cannot blow up",
+    "muon": "its step is an approximate polar factor of bounded size",
+    "matrix_signsgd": "its step η·sign(G) has a fixed size, so the iterates cannot blow up",
+}
 
 
 def _cmd_threshold(a):
@@ -298,20 +514,40 @@ def _cmd_threshold(a):
     problem = _problem_from_args(a)
     opt = _optimizer_from_args(a)
     thr = rc.theory.stability_threshold(opt, problem)
-    print(f"stability threshold for {a.optimizer} (batch {opt.batch}) on {problem.label}: "
-          f"lr < {thr:.6g}")
+    if not np.isfinite(thr):
+        why = _NO_THRESHOLD.get(a.optimizer, "no constant step size makes its risk diverge")
+        print(f"{a.optimizer} has no step-size stability threshold ({why}); "
+              f"no constant lr makes its risk diverge.")
+        return 0
+    print(f"stability threshold for {a.optimizer} (batch {opt.batch}) on {problem.label}, "
+          f"noise {describe_noise(problem.noise)}: lr < {thr:.6g}")
     return 0
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows `(default: X)` after every option that has a default to show."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if action.default is None or action.default is False or "default" in h or \
+                action.default == argparse.SUPPRESS:
+            return h
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line `riskcurves: error: ...` (exit 2)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         print(f"riskcurves: error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
 # ---- matrix problems (SignSVD / Muon / matrix SignSGD) -------------------------------
-_MATRIX_OPTIMIZERS = ("signsvd", "muon", "matrix_signsgd")
+_MATRIX_OPTIMIZERS = _MATRIX_OPTIMIZERS_NAMES
 
 
 def _matrix_opt(a, cls, default_lr):
@@ -378,12 +614,18 @@ def _cmd_phase_diagram(a):
                              f"{a.noise_ratio}")
         if a.sigma > 0 and a.noise_ratio > 0:
             raise ValueError("give at most one of --sigma and --noise-ratio")
-        g = phase_grid(
-            alphas, betas, d=a.d, batch=a.batch, sigma=a.sigma, k_max=a.steps, n_lr=a.n_lr,
-            noise_ratio=a.noise_ratio or None, k_min=a.k_min, n_checkpoints=a.n_checkpoints,
-            n_fine=a.n_fine, lr_span=1e4, n_nodes=80,
-            progress=lambda i, j, sec: print(f"alpha={alphas[i]:g} beta={betas[j]:g}: "
-                                             f"{sec:.1f} s", flush=True))
+        from tqdm import tqdm
+        with tqdm(total=len(alphas) * len(betas), desc="phase grid", unit="point",
+                  disable=None) as bar:
+            def progress(i, j, sec):
+                bar.update(1)
+                bar.write(f"alpha={alphas[i]:g} beta={betas[j]:g}: {sec:.1f} s")
+
+            g = phase_grid(
+                alphas, betas, d=a.d, batch=a.batch, sigma=a.sigma, k_max=a.steps,
+                n_lr=a.n_lr, noise_ratio=a.noise_ratio or None, k_min=a.k_min,
+                n_checkpoints=a.n_checkpoints, n_fine=a.n_fine, lr_span=1e4, n_nodes=80,
+                progress=progress)
         g.update(d=a.d, batch=a.batch, sigma=a.sigma, noise_ratio=a.noise_ratio,
                  seconds=time.perf_counter() - t0)
         grids = [g]
@@ -393,10 +635,13 @@ def _cmd_phase_diagram(a):
     for ax, g in zip(axes[0], grids):
         _plot_phase(ax, g)
     fig.tight_layout()
-    path = os.path.join(a.out, "phase_diagram.png")
+    stem = "phase_diagram_" + "_".join(
+        f"d{g.get('d')}_B{g.get('batch')}_r{_slug(float(g.get('noise_ratio') or 0))}"
+        f"_s{_slug(float(g.get('sigma') or 0))}" for g in grids)
+    path = os.path.join(a.out, stem + ".png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    with open(os.path.join(a.out, "phase_diagram.json"), "w") as f:
+    with open(os.path.join(a.out, stem + ".json"), "w") as f:
         json.dump(grids[0] if n == 1 else {"grids": grids}, f)
     for g in grids:
         print(f"d={g.get('d')} B={g.get('batch')} noise_ratio={g.get('noise_ratio', 0)}: "
@@ -456,53 +701,73 @@ def _plot_phase(ax, g):
 
 
 def _add_phase_parser(sub):
-    q = sub.add_parser("phase-diagram", help="SignSVD vs SignSGD phases in (alpha, beta)")
-    q.add_argument("--d", type=int, default=10_000)
-    q.add_argument("--batch", type=int, default=32)
-    q.add_argument("--sigma", type=float, default=0.0)
+    q = sub.add_parser("phase-diagram", help="SignSVD vs SignSGD phases in (alpha, beta)",
+                       description="SignSVD vs matrix SignSGD (generic K) at their best "
+                                   "constant step sizes, on a grid of power laws "
+                                   "λ_j = j^-alpha, D_j(0) = j^-beta (compressed spectra). "
+                                   "Writes phase_diagram_<parameters>.png and .json.")
+    q.add_argument("--d", type=int, default=10_000, help="dimension (compressed spectrum)")
+    q.add_argument("--batch", type=int, default=32, help="minibatch size B")
+    q.add_argument("--sigma", type=float, default=0.0,
+                   help="label-noise standard deviation σ (excludes --noise-ratio)")
     q.add_argument("--noise-ratio", type=float, default=0.0,
-                   help="label noise by m sigma^2 = ratio * 2 P0 (excludes --sigma)")
-    q.add_argument("--steps", type=int, default=10_000)
+                   help="label noise set by m σ² = ratio · 2 P0 (excludes --sigma)")
+    q.add_argument("--steps", type=int, default=10_000, help="largest horizon k_max")
     q.add_argument("--k-min", type=int, default=10, help="ignore horizons below this")
-    q.add_argument("--n-checkpoints", type=int, default=17)
-    q.add_argument("--n-lr", type=int, default=8)
-    q.add_argument("--n-fine", type=int, default=24, help="fine step sizes (0: coarse only)")
-    q.add_argument("--alphas", type=float, nargs="+", default=None, help="explicit grid")
-    q.add_argument("--betas", type=float, nargs="+", default=None, help="explicit grid")
-    q.add_argument("--alpha-min", type=float, default=1.0)
-    q.add_argument("--alpha-max", type=float, default=2.0)
-    q.add_argument("--n-alpha", type=int, default=3)
-    q.add_argument("--beta-min", type=float, default=0.25)
-    q.add_argument("--beta-max", type=float, default=1.25)
-    q.add_argument("--n-beta", type=int, default=3)
-    q.add_argument("--from-json", default=None,
+    q.add_argument("--n-checkpoints", type=int, default=17,
+                   help="log-spaced horizons in [k-min, steps] where the two are compared")
+    q.add_argument("--n-lr", type=int, default=8, help="coarse step sizes tried per method")
+    q.add_argument("--n-fine", type=int, default=24,
+                   help="fine step sizes around the best coarse one (0: coarse only)")
+    q.add_argument("--alphas", type=float, nargs="+", default=None,
+                   help="explicit alpha grid (overrides --alpha-min/--alpha-max/--n-alpha)")
+    q.add_argument("--betas", type=float, nargs="+", default=None,
+                   help="explicit beta grid (overrides --beta-min/--beta-max/--n-beta)")
+    q.add_argument("--alpha-min", type=float, default=1.0, help="smallest alpha of the grid")
+    q.add_argument("--alpha-max", type=float, default=2.0, help="largest alpha of the grid")
+    q.add_argument("--n-alpha", type=int, default=3, help="alpha grid points")
+    q.add_argument("--beta-min", type=float, default=0.25, help="smallest beta of the grid")
+    q.add_argument("--beta-max", type=float, default=1.25, help="largest beta of the grid")
+    q.add_argument("--n-beta", type=int, default=3, help="beta grid points")
+    q.add_argument("--from-json", default=None, metavar="PATH",
                    help="replot a saved grid, e.g. docs/theory/phases.json (no solve)")
-    q.add_argument("--out", default="riskcurves-out")
+    q.add_argument("--out", default="riskcurves-out", help="output folder")
     q.set_defaults(fn=_cmd_phase_diagram)
-
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="riskcurves", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="theory vs simulation for every optimizer")
-    d.add_argument("--out", default="riskcurves-out")
-    d.add_argument("--d", type=int, default=1000)
-    d.add_argument("--n-runs", type=int, default=32)
-    d.add_argument("--steps", type=int, default=None, help="override each case's horizon")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--only", nargs="*", default=None, help="run only these cases")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
+                           parser_class=_Parser)
+    d = sub.add_parser("demo", help="theory vs simulation for every optimizer",
+                       description="Theory vs simulation for every optimizer on its default "
+                                   "problem: prints a table of errors, writes demo.png (one "
+                                   "panel per case) and demo.json.")
+    d.add_argument("--out", default="riskcurves-out", help="output folder")
+    d.add_argument("--d", type=int, default=1000,
+                   help="dimension of the vector problems (matrix cases use min(d, 128))")
+    d.add_argument("--n-runs", type=int, default=32, help="simulated runs per case")
+    d.add_argument("--steps", type=int, default=None,
+                   help="horizon of every case; default per case (400 matrix, 4000 clipping, "
+                        "2000 others)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the simulations")
+    d.add_argument("--only", nargs="+", default=None, metavar="CASE",
+                   help="run only these cases: " + ", ".join(c.name for c in DEMO_CASES))
     d.set_defaults(fn=_cmd_demo)
-    c = sub.add_parser("compare", help="theory vs simulation for one optimizer")
+    c = sub.add_parser("compare", help="theory vs simulation for one optimizer",
+                       description="ODE vs Monte-Carlo simulation for one optimizer and "
+                                   "problem. Writes compare_<parameters>.png and .json.")
     _add_problem_args(c)
     _add_optimizer_args(c)
-    c.add_argument("--steps", type=int, default=2000)
-    c.add_argument("--n-runs", type=int, default=32)
-    c.add_argument("--out", default="riskcurves-out")
+    c.add_argument("--steps", type=int, default=2000, help="horizon (iterations)")
+    c.add_argument("--n-runs", type=int, default=32, help="simulated runs (>= 2)")
+    c.add_argument("--out", default="riskcurves-out", help="output folder")
     c.set_defaults(fn=_cmd_compare)
-    t = sub.add_parser("threshold", help="stability threshold of the step size")
+    t = sub.add_parser("threshold", help="stability threshold of the step size",
+                       description="Largest stable constant step size (SGD); optimizers "
+                                   "whose risk cannot diverge say so.")
     _add_problem_args(t)
-    _add_optimizer_args(t)
+    _add_optimizer_args(t, with_hyperparameters=False)
     t.set_defaults(fn=_cmd_threshold)
     _add_phase_parser(sub)
     return p
@@ -510,10 +775,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         a = parser.parse_args(argv)
     except SystemExit as e:  # usage error (one line already printed) or --help
         return e.code if isinstance(e.code, int) else 2
+    a.given = {t.split("=", 1)[0] for t in argv if t.startswith("--")}  # typed options
     try:
         return a.fn(a)
     except ValueError as e:  # includes DivergenceError

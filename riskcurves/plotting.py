@@ -1,30 +1,80 @@
-"""Plots comparing theory and simulation (matplotlib is imported lazily)."""
+"""Plots comparing theory and simulation (matplotlib is imported lazily).
+
+`plot_compare` draws theory curves as lines and simulations as their mean with a
+± 2 standard-error band, and says so in the legend; `run_title` writes a title with
+the problem, the noise law, the optimizer and its hyperparameters.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_compare"]
+__all__ = ["plot_compare", "run_title", "describe_noise", "describe_optimizer"]
+
+
+def describe_noise(noise) -> str:
+    """Short text for a label-noise law, e.g. `"Gaussian σ=0.1"`, `"Student-t ν=3, s=0.17"`."""
+    name = type(noise).__name__
+    if name == "Noiseless":
+        return "noiseless"
+    if name == "Gaussian":
+        return f"Gaussian σ={float(noise.sigma):.3g}"
+    if name == "StudentT":
+        return f"Student-t ν={float(noise.nu):.3g}, scale={float(noise.scale):.3g}"
+    if name == "GaussianMixture":
+        return (f"mixture σ={float(noise.sigma):.3g}, outliers σ="
+                f"{float(noise.outlier_sigma):.3g} w.p. {float(noise.p):.3g}")
+    return name
+
+
+def describe_optimizer(opt) -> str:
+    """Optimizer and its numeric hyperparameters, e.g. `"sgd lr=0.4 B=4"`."""
+    d = opt.describe()
+    parts = [str(d.get("optimizer", type(opt).__name__))]
+    no_lr = type(opt).__name__ == "LineSearch"  # the oracle sets η_k; `lr` is unused
+    for key, val in d.items():
+        if key in ("optimizer", "batch", "name") or (no_lr and key == "lr"):
+            continue
+        if isinstance(val, bool) or not isinstance(val, (int, float)):
+            if key == "lr" and val is not None:
+                parts.append("lr=schedule")
+            continue
+        parts.append(f"{key}={val:.3g}")
+    parts.append(f"B={opt.batch}")
+    return " ".join(parts)
+
+
+def run_title(problem, opt) -> str:
+    """Two-line title: optimizer and hyperparameters; problem and noise law."""
+    return f"{describe_optimizer(opt)}\n{problem.label}, {describe_noise(problem.noise)}"
 
 
 def plot_compare(*curves, ax=None, field: str = "risk", title: str | None = None,
-                 time: str = "k", d: int | None = None, population: bool = False):
+                 time: str = "k", d: int | None = None, population: bool = False,
+                 error: float | None = None, save: str | None = None, legend: bool = True):
     """Log-log plot: theory curves as lines, simulations as mean ± 2 s.e. bands.
 
     **Arguments:**
 
-    - `curves`: `Curve`s (ODE / recursion drawn as lines, simulations as bands).
+    - `curves`: `Curve`s (ODE / recursion drawn as lines, simulations as markers at
+      the mean over runs with a shaded band of ± 2 standard errors of that mean).
     - `ax`: a matplotlib axis (a new figure if `None`).
     - `field`: `"risk"` or `"lr"` (the effective step-size curve).
+    - `title`: the axis title (default: the optimizer, its hyperparameters, the
+      problem and its noise, from the first curve's `meta` and `noise_variance`;
+      `run_title(problem, optimizer)` names the noise law).
     - `time`: `"k"` (iterations) or `"k/d"` (rescaled time; needs `d`).
     - `population`: plot `P + ½E[ε²]` instead of the excess risk `P`.
+    - `error`: a max relative error to print in the corner (e.g. `rc.max_rel_err(...)`).
+    - `save`: a file name: save the figure there (so a script needs no `plt.show()`).
+    - `legend`: draw the legend (a figure with many panels may draw one for all).
 
-    **Returns:** the axis.
+    **Returns:** the axis (`ax.figure` is the figure).
     """
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
+        _, ax = plt.subplots(figsize=(6.4, 4.4))
     for c in curves:
         k = np.asarray(c.k, float)
         if time == "k/d":
@@ -35,13 +85,18 @@ def plot_compare(*curves, ax=None, field: str = "risk", title: str | None = None
             y = y + 0.5 * c.noise_variance
         mask = k > 0
         if c.kind == "simulation":
-            (line,) = ax.plot(k[mask], y[mask], "o", ms=3, alpha=0.8, label=c.label)
-            if c.stderr is not None and field == "risk":
+            n = c.meta.get("n_runs")
+            runs = f", {n} runs" if n else ""
+            band = c.stderr is not None and field == "risk"
+            label = f"simulation: {c.label} (mean{runs}{', band ± 2 s.e.' if band else ''})"
+            (line,) = ax.plot(k[mask], y[mask], "o", ms=3, alpha=0.8, label=label)
+            if band:
                 se = np.asarray(c.stderr)[mask]
                 ax.fill_between(k[mask], np.clip(y[mask] - 2 * se, 1e-300, None),
                                 y[mask] + 2 * se, color=line.get_color(), alpha=0.25)
         else:
-            ax.plot(k[mask], y[mask], "-", lw=1.8, label=c.label)
+            kind = "exact recursion" if c.kind == "recursion" else "theory"
+            ax.plot(k[mask], y[mask], "-", lw=1.8, label=f"{kind}: {c.label}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("iteration k" if time == "k" else "time k/d")
@@ -49,8 +104,24 @@ def plot_compare(*curves, ax=None, field: str = "risk", title: str | None = None
         ax.set_ylabel("population risk R(k)" if population else "excess risk P(k)")
     else:
         ax.set_ylabel("effective step size η_k")
+    if title is None and curves:
+        m = curves[0].meta
+        hp = " ".join(f"{key}={val:g}" for key, val in m.items()
+                      if key in ("lr", "clip", "b0", "momentum") and isinstance(val, (int, float))
+                      and not isinstance(val, bool))
+        nv = float(curves[0].noise_variance)
+        noise = m.get("noise") or (f"noise E[ε²]={nv:.3g}" if nv > 0 else "noiseless")
+        title = (f"{m.get('optimizer', '')} {hp} B={m.get('batch', '?')}\n"
+                 f"{m.get('problem', '')}, {noise}")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
+    if error is not None:
+        ax.text(0.02, 0.03, f"max rel err (k ≥ 1): {error:.3f}", transform=ax.transAxes,
+                fontsize=8, va="bottom")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    if legend:
+        ax.legend(fontsize=7, loc="best")
+    if save is not None:
+        ax.figure.tight_layout()
+        ax.figure.savefig(save, dpi=110)
     return ax

@@ -1,4 +1,4 @@
-"""AdaGrad-Norm: transformation, E‖g‖², ODE vs simulation (SPEC §9), limits, phases."""
+"""AdaGrad-Norm: transformation, E‖g‖², ODE vs simulation (setting.md §9), limits, phases."""
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +67,7 @@ def test_expected_grad_norm_monte_carlo(key):
     assert abs(mc - exact) < 4 * se, f"E|g|^2: MC {mc:.5f} ± {se:.5f} vs formula {exact:.5f}"
 
 
-# ---- agreement (SPEC §9) --------------------------------------------------------------
+# ---- agreement (setting.md §9) --------------------------------------------------------------
 CASES = {
     # name: (problem builder, batch, steps per d, tolerance at d=128)
     "flat-noiseless-B1": (lambda d: flat(d), 1, 4, 0.04),
@@ -99,7 +99,7 @@ def test_adagrad_agreement_shrinks_with_d(name):
 
 
 def test_lookahead_halves_early_error():
-    """b0² ≪ ‖g0‖²: the ODE step η/√(b² + E‖g‖²) (default) vs η/√b² (SPEC §6)."""
+    """b0² ≪ ‖g0‖²: the ODE step η/√(b² + E‖g‖²) (default) vs η/√b² (setting §6)."""
     prob = rc.PowerLaw(250, 1.5, 0.5)
     opt = rc.AdaGradNorm(0.5, 0.05, 1)
     ks = rc.checkpoints(1000, 25)

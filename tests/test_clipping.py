@@ -1,7 +1,7 @@
-"""Clipped SGD (SPEC §4): coefficients, agreement with simulation, the paper's claims.
+"""Clipped SGD (setting.md §4): coefficients, agreement with simulation, the paper's claims.
 
 Problems have trace 1 (`λ ~ 1/d`), so the effective threshold is `c' = c` and
-time scales as `k ~ d`. Agreement follows SPEC §9: simulation mean vs ODE, max
+time scales as `k ~ d`. Agreement follows setting.md §9: simulation mean vs ODE, max
 relative error over checkpoints `k >= 1` under a stated tolerance at `d` and
 smaller at `4d`.
 """
@@ -33,7 +33,7 @@ def _problem(spectrum, d, noise):
 
 
 def _two_nodes(problem):
-    """The same spectrum as two weighted nodes (SPEC §8: exact for the ODE; every `d`
+    """The same spectrum as two weighted nodes (setting.md §8: exact for the ODE; every `d`
     then shares one compilation)."""
     lam, D0 = problem.eigenvalues, problem.initial_energies
     i = len(lam) // 2
@@ -116,7 +116,7 @@ def test_simulator_clips_the_global_norm():
     assert isinstance(spec.tx, optax.GradientTransformation)
 
 
-# ---- agreement (SPEC §9) ------------------------------------------------------------
+# ---- agreement (setting.md §9) ------------------------------------------------------------
 # The simulation mean sits below the ODE by ≈ b/d at the noise floor (b ≈ 0.2 to 1.1
 # for these cases, measured with 2^17/d runs: docs/theory/clipping.md), so the small
 # size gets enough runs (n·d = 131072, s.e. ≈ 0.1–0.4%) to resolve the shrinkage.

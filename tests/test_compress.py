@@ -1,4 +1,4 @@
-"""Spectral compression (SPEC §8): compressed vs full ODE, d -> inf, long horizons."""
+"""Spectral compression (setting.md §8): compressed vs full ODE, d -> inf, long horizons."""
 
 import math
 import time

@@ -1,4 +1,4 @@
-"""Exact line search: the oracle formula, ODE vs simulation (SPEC §9), two-level limits."""
+"""Exact line search: the oracle formula, ODE vs simulation (setting.md §9), two-level limits."""
 
 import jax
 import jax.numpy as jnp
@@ -70,7 +70,7 @@ def test_oracle_needs_params_and_finite_variance():
         oracle_line_search(prob, 0)
 
 
-# ---- agreement (SPEC §9) --------------------------------------------------------------
+# ---- agreement (setting.md §9) --------------------------------------------------------------
 CASES = {
     # name: (problem builder, batch, steps per d, tolerance at d=128)
     "flat-noisy-B4": (lambda d: flat(d, rc.Gaussian(0.3)), 4, 2, 0.06),

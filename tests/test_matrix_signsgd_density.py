@@ -1,4 +1,4 @@
-"""Matrix SignSGD, diagonal K: the lattice density recursion (SIGNSVD.md §5.2,
+"""Matrix SignSGD, diagonal K: the lattice density recursion (signsvd_derivation.md §5.2,
 docs/theory/matrix_signsgd.md) against the exact sign law, simulation, and the
 row-energy closure ODE it replaces in the high per-entry SNR transient."""
 

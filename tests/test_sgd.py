@@ -1,6 +1,6 @@
 """SGD: simulation vs the exact recursion, the ODE vs both, schedules, divergence.
 
-Protocol (SPEC §9): the simulation mean must match the exact finite-d recursion
+Protocol (setting.md §9): the simulation mean must match the exact finite-d recursion
 within Monte-Carlo error (z-scores); the ODE (high-dimensional limit) must match
 the simulation mean within a stated tolerance, with the error shrinking as d
 grows 4x where the risk is spread over many modes (see `docs/theory/sgd.md` for
@@ -22,7 +22,7 @@ def _small(noise, d=48):
 
 
 def _numpy_recursion(lam, D0, eta, B, sigma2, n_steps, b_in_rate=True):
-    """Independent implementation of SPEC §3 (`b_in_rate=False` drops the 1/B of ρ)."""
+    """Independent implementation of setting.md §3 (`b_in_rate=False` drops the 1/B of ρ)."""
     D = np.array(D0, dtype=np.float64)
     out = [0.5 * np.sum(lam * D)]
     for k in range(n_steps):
@@ -87,7 +87,7 @@ def _bulk_err(d, n_runs=32, seed=0):
 
 
 def test_ode_vs_simulation_alpha08_shrinks_with_d():
-    """Plain (SPEC §3) ODE, all k >= 1: at eta*lambda_max <= 0.09 the ODE-recursion gap is
+    """Plain (setting.md §3) ODE, all k >= 1: at eta*lambda_max <= 0.09 the ODE-recursion gap is
     < 0.3%, so the error is Monte-Carlo error, which shrinks with the number of modes."""
     e250, _ = _bulk_err(250)
     e1000, s1000 = _bulk_err(1000)
@@ -189,7 +189,7 @@ def _div_problem():
 def test_divergent_lr_is_refused():
     p = _div_problem()
     thr = rc.theory.stability_threshold(rc.SGD(1.0, 1), p)
-    # the threshold solves F(eta) = 1 (SPEC §3)
+    # the threshold solves F(eta) = 1 (setting.md §3)
     assert abs(rc.theory.sgd_kernel_norm(p, thr, 1) - 1) < 1e-9
     opt = rc.SGD(1.05 * thr, 1)
     for call in (lambda **kw: rc.solve_ode(p, opt, [0, 10], **kw),

@@ -1,4 +1,5 @@
-"""SignSGD: closed forms, the four effects, and theory-vs-simulation agreement (SPEC §5, §9).
+"""SignSGD: closed forms, the four effects, and theory-vs-simulation agreement
+(docs/theory/setting.md §5, §9).
 
 Agreement tests compare the simulated mean risk with the ODE at log-spaced
 checkpoints: max relative error under a stated tolerance, and not larger at
@@ -183,7 +184,7 @@ def test_bad_options():
         sign_gain(rc.Gaussian(0.1), 0.1, 0)
 
 
-# ---- agreement (SPEC §9) ----------------------------------------------------------------
+# ---- agreement (setting.md §9) ----------------------------------------------------------------
 def _err(prob, opt, steps, n_runs, seed=0, num=30, **options):
     ks = rc.checkpoints(steps, num)
     th = rc.solve_ode(prob, opt, ks, **options)
@@ -229,7 +230,7 @@ def test_arcsin_drift_reduces_top_mode_error():
     """Diagonal power law α = 1.5, d = 256, 128 runs. While the top modes carry the risk
     (k <= 500) the linearised drift is off by ~9% and the exact arcsin drift by < 1%
     (measured: 0.9% vs 9.3%, se 1.2%); over all k the exact drift stays < 4.5% (measured
-    3.1% at k = 911, near the floor where α > 1 runs are right-skewed, SPEC §9)."""
+    3.1% at k = 911, near the floor where α > 1 runs are right-skewed, setting.md §9)."""
     prob = rc.PowerLaw(256, 1.5, 0.5, rc.Gaussian(0.1))
     opt = rc.SignSGD(0.005)
     ks = rc.checkpoints(2000, 30)

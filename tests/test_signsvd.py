@@ -1,7 +1,8 @@
-"""SignSVD / Muon / matrix SignSGD on matrix least squares (SPEC §1.3, §7; SIGNSVD.md).
+"""SignSVD / Muon / matrix SignSGD on matrix least squares
+(docs/theory/setting.md §1.3, §7; docs/theory/signsvd_derivation.md).
 
 Exact checks first (polar factor, Muon mapping, projector noise sums), then the
-one-step deterministic equivalent against Monte Carlo, then trajectories (SPEC §9).
+one-step deterministic equivalent against Monte Carlo, then trajectories (setting.md §9).
 Measured numbers are in docs/theory/signsvd.md.
 """
 
@@ -173,7 +174,7 @@ def test_large_batch_whitening_and_batch_transition():
     assert np.median(e_large[:20]) < 0.7, np.median(e_large[:20])  # √λ preconditioning
 
 
-# ---- trajectories (SPEC §9) ------------------------------------------------------
+# ---- trajectories (setting.md §9) ------------------------------------------------------
 def _traj_err(d, B, sigma, lr, steps, n_runs, alpha=1.5, isotropic=False, seed=0):
     if isotropic:
         noise = rc.Gaussian(sigma) if sigma else None

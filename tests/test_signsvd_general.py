@@ -1,4 +1,4 @@
-"""SignSVD with a general row overlap `S = ΔΔᵀ` (SIGNSVD.md §5 problem 1).
+"""SignSVD with a general row overlap `S = ΔΔᵀ` (signsvd_derivation.md §5 problem 1).
 
 One step: the general-S deterministic equivalent against Monte Carlo where the
 diagonal closure fails (Gaussian-row targets, m = d/2); exact reduction to the

@@ -15,7 +15,7 @@ i.e. the SGD mode dynamics (`odes._sgd.sgd_rates`) at the effective step `γ`:
   matters when `b0² ≲ ‖g_0‖²`: there the plain choice takes a huge first step
   (`η/b0`) that the simulation never takes (measured in `docs/theory/adagrad.md`:
   it halves the early-time error, and more).
-- `lookahead=False`: `γ = η(k)/√b²` (SPEC §6 as written).
+- `lookahead=False`: `γ = η(k)/√b²` (docs/theory/setting.md §6 as written).
 
 Saved: `lr = η(k)/√b²(k)` (the step that produced iterate `k`, the same quantity
 the simulator records), `observables = {"b2": b²}`.

@@ -1,4 +1,6 @@
-"""Matrix SignSGD (`W ← W − η sign(G)` entrywise) on matrix least squares (SIGNSVD.md §4).
+"""Matrix SignSGD (`W ← W − η sign(G)` entrywise) on matrix least squares.
+
+Derivation: docs/theory/signsvd_derivation.md §4.
 
 Row energies `D_i = ‖u_iᵀΔ‖²`, `P = ½ Σ λ_i D_i`, per-entry label noise `σ²`,
 time = iteration count `k`:

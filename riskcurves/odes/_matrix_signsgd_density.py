@@ -1,4 +1,6 @@
-"""Matrix SignSGD on diagonal `K`: lattice density evolution of the entries (SIGNSVD.md §5.2).
+"""Matrix SignSGD on diagonal `K`: lattice density evolution of the entries.
+
+Problem: docs/theory/signsvd_derivation.md §5.2.
 
 A sign step moves every entry of `Δ = W − W*` by exactly `±η`, so entry `(i, c)`
 lives on the lattice `Δ0_ic + ηZ`. The row-energy closure (`_matrix_signsgd.py`)

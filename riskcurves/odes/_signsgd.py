@@ -1,4 +1,4 @@
-"""SignSGD: risk ODEs for diagonal and general covariances (SPEC §5).
+"""SignSGD: risk ODEs for diagonal and general covariances (setting.md §5).
 
 Update `Δ ← Δ − η(k) sign(g)`, `g = (1/B) Σ_b x_b r_b`. Time is the iteration
 count `k`; `η` is per iteration. Exact one-step identity for any coordinate:
@@ -25,7 +25,7 @@ The damping (stiff part, integrated exactly by `ETD2`) is the secant rate
 
     dy_j/dk = −2ηφ̂ λ̄_j y_j + η² [n_j + (2/π) χ_B(P) (λ̄_j² y_j − (Wᵀ W λ̄² y)_j)]
 
-with `W = V ∘ V` (entrywise square). `drift="linear"`: `φ̂ = φ_B(P)` (SPEC §5).
+with `W = V ∘ V` (entrywise square). `drift="linear"`: `φ̂ = φ_B(P)` (setting.md §5).
 `drift="exact"` (default): `φ̂ = E[a m(a)]/s_a²`, `a ~ N(0, s_a²)`, the
 statistical (Bussgang) linearisation of the exact per-coordinate response
 `m(a) = E[sign(g_i) | a_i = a]` (`theory.expected_sign`, `rest = 2P − a²`) over

@@ -1,4 +1,4 @@
-"""SignSVD (and Muon) on matrix least squares: the row-energy ODE (SIGNSVD.md §1–2).
+"""SignSVD (and Muon) on matrix least squares: the row-energy ODE (signsvd_derivation.md §1–2).
 
 Exact one-step structure (`Q = polar(G)`, eigenbasis of `K`):
 

@@ -1,6 +1,8 @@
-"""SignSVD with a general row-overlap matrix `S = ΔΔᵀ` (SIGNSVD.md §2, §5 problem 1).
+"""SignSVD with a general row-overlap matrix `S = ΔΔᵀ`.
 
-The deterministic equivalent of SIGNSVD.md §2 written for any `S` (not only the
+Derivation: docs/theory/signsvd_derivation.md §2, §5 problem 1.
+
+The deterministic equivalent of signsvd_derivation.md §2 written for any `S` (not only the
 diagonal closure `S = diag(D)`). With `K = diag(λ)` (eigenbasis), `a = Γ22`,
 `c0 = 1 + a σ²`, the push-through identity `Δ(c0 + a ΔᵀKΔ)⁻¹Δᵀ = (c0 + a SK)⁻¹S`
 makes every block depend on `Δ` through `S` only. With
