@@ -53,7 +53,6 @@ from ..theory._clipping import (
 from ._base import AbstractTheory, register
 from ._topmodes import (
     DEFAULT_PARTICLES,
-    DEFAULT_TOP_MODES,
     AbstractTopModeTheory,
     check_top_mode_options,
     hybrid_fields,
@@ -181,10 +180,10 @@ def _theory(problem: Problem, lr, clip_eff, batch: int, finite_lr_correction: bo
 
 @register(ClippedSGD)
 def _clipped_theory(opt: ClippedSGD, problem: Problem, finite_lr_correction: bool = True,
-                    topmodes: int = DEFAULT_TOP_MODES, particles: int = DEFAULT_PARTICLES,
+                    topmodes: int | str = "auto", particles: int = DEFAULT_PARTICLES,
                     seed: int = 0):
     _check_batch_noise(problem.noise, opt.batch)
-    m, n, seed = check_top_mode_options(topmodes, particles, seed)
+    m, n, seed = check_top_mode_options(problem, topmodes, particles, seed)
     if m > 0 and opt.batch == 1:
         return ClippedSGDTopModes(
             **hybrid_fields(problem, m, n, seed), opt=opt,

@@ -39,7 +39,6 @@ from ._base import AbstractTheory, register
 from ._sgd import _variance, sgd_rates
 from ._topmodes import (
     DEFAULT_PARTICLES,
-    DEFAULT_TOP_MODES,
     AbstractTopModeTheory,
     check_top_mode_options,
     hybrid_fields,
@@ -129,14 +128,14 @@ class LineSearchTopModes(AbstractTopModeTheory):
 
 @register(LineSearch)
 def _line_search_theory(opt: LineSearch, problem: Problem, exact_rates: bool = False,
-                        topmodes: int = DEFAULT_TOP_MODES, particles: int = DEFAULT_PARTICLES,
+                        topmodes: int | str = "auto", particles: int = DEFAULT_PARTICLES,
                         seed: int = 0):
     """Builder. `topmodes` (default 16): number of top modes treated as particles
     (`LineSearchTopModes`; needs a diagonal spectrum in the eigenbasis, which every
     `Problem` is); `topmodes=0`: the mean-field ODE `LineSearchTheory`. `particles`
     (default 2048) and `seed` (default 0) set the hybrid's ensemble. `exact_rates`
     (mean-field only, default False) as for SGD."""
-    m, n, seed = check_top_mode_options(topmodes, particles, seed)
+    m, n, seed = check_top_mode_options(problem, topmodes, particles, seed)
     if m > 0:
         lam = np.asarray(problem.eigenvalues)
         return LineSearchTopModes(

@@ -37,19 +37,33 @@ import numpy as np
 from ._base import AbstractTheory
 
 __all__ = ["AbstractTopModeTheory", "split_top_modes", "hybrid_fields", "DEFAULT_TOP_MODES",
-           "DEFAULT_PARTICLES", "check_top_mode_options"]
+           "DEFAULT_PARTICLES", "AUTO_INTRINSIC_DIMENSION", "check_top_mode_options"]
 
 DEFAULT_TOP_MODES = 16
 DEFAULT_PARTICLES = 2048
+AUTO_INTRINSIC_DIMENSION = 50.0
+EARLY_STEPS = 64  # iterations run with EARLY_FACTOR times more particles
+EARLY_FACTOR = 4
 
 
-def check_top_mode_options(topmodes, particles, seed) -> tuple[int, int, int]:
-    """Validate the hybrid's options; `ValueError` naming the argument."""
+def check_top_mode_options(problem, topmodes, particles, seed) -> tuple[int, int, int]:
+    """Validate the hybrid's options (`ValueError` naming the argument) and resolve
+    `topmodes="auto"`: `DEFAULT_TOP_MODES` when the intrinsic dimension `tr K/λ_max`
+    is below `AUTO_INTRINSIC_DIMENSION` (a few modes hold the spectrum), else `0` (the
+    mean-field ODE, whose error there is `O(λ_max/tr K)`, ≲ 2%)."""
+    if isinstance(topmodes, str):
+        if topmodes != "auto":
+            raise ValueError(f"`topmodes` must be 'auto' or an integer >= 0, got {topmodes!r}")
+        lam = np.asarray(problem.eigenvalues)
+        lam_max = float(lam.max()) if lam.size else 0.0
+        ratio = np.inf if lam_max <= 0 else float(np.sum(problem.mode_weights * lam)) / lam_max
+        topmodes = DEFAULT_TOP_MODES if ratio < AUTO_INTRINSIC_DIMENSION else 0
     out = []
     for name, v, lo in (("topmodes", topmodes, 0), ("particles", particles, 2),
                         ("seed", seed, 0)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"`{name}` must be an integer >= {lo}, got {v!r}")
+            extra = "'auto' or " if name == "topmodes" else ""
+            raise ValueError(f"`{name}` must be {extra}an integer >= {lo}, got {v!r}")
         out.append(int(v))
     return tuple(out)
 
@@ -131,8 +145,9 @@ class AbstractTopModeTheory(AbstractTheory):
         raise NotImplementedError
 
     # ---- shared ----------------------------------------------------------------------
-    def init_state(self):
-        Y0 = jnp.broadcast_to(jnp.sqrt(self.D0_t), (self.n_particles, self.lam_t.shape[0]))
+    def init_state(self, n_particles: int | None = None):
+        n = self.n_particles if n_particles is None else n_particles
+        Y0 = jnp.broadcast_to(jnp.sqrt(self.D0_t), (n, self.lam_t.shape[0]))
         return (jnp.asarray(Y0, jnp.float64), jnp.asarray(self.D0_b, jnp.float64))
 
     def residual_variance(self, key, shape, D):
@@ -188,14 +203,24 @@ class AbstractTopModeTheory(AbstractTheory):
 @eqx.filter_jit
 def _run(theory: AbstractTopModeTheory, ks, n_steps: int):
     """`(risk, lr, observables)` at `ks`: `n_steps + 1` iterations of the map (the last
-    only for the report at `k = n_steps`)."""
-    y0 = theory.init_state()
+    only for the report at `k = n_steps`). The first `EARLY_STEPS` iterations use
+    `EARLY_FACTOR·N` particles, then every `EARLY_FACTOR`-th particle is kept (the
+    particles are i.i.d., so thinning is unbiased): the early transient, where the
+    top modes hold nearly all the risk, has the largest particle noise."""
 
     def body(y, k):
         y, report, risk = theory.step(k, y)
         return y, (report, risk)
 
-    _, (report, risk) = jax.lax.scan(body, y0, jnp.arange(n_steps + 1, dtype=jnp.float64))
+    n_total = n_steps + 1
+    n_early = min(EARLY_STEPS, n_total)
+    y0 = theory.init_state(EARLY_FACTOR * theory.n_particles)
+    y, out = jax.lax.scan(body, y0, jnp.arange(n_early, dtype=jnp.float64))
+    if n_total > n_early:
+        y = (y[0][::EARLY_FACTOR], y[1])
+        _, late = jax.lax.scan(body, y, jnp.arange(n_early, n_total, dtype=jnp.float64))
+        out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, late)
+    report, risk = out
     risk = jnp.concatenate([jnp.asarray(theory.risk(y0))[None], risk[:-1]])
     lr = report.pop("lr", jnp.full(risk.shape, jnp.nan))
     return risk[ks], lr[ks], {n: v[ks] for n, v in report.items()}
