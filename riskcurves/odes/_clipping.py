@@ -15,7 +15,8 @@ of the step along mode i (`G = 2` without clipping, reproducing SGD's
 Coefficients: `riskcurves.theory.clip_coefficients`; derivation and measured
 accuracy: `docs/theory/clipping.md`.
 
-Default for batch 1 (`topmodes=16`): the top-mode hybrid `ClippedSGDTopModes`
+Default for batch 1 where a few modes hold the spectrum (`topmodes="auto"`: 16 top
+modes when `tr K/λ_max < 50`, else 0): the top-mode hybrid `ClippedSGDTopModes`
 (`odes._topmodes`, `docs/theory/topmodes.md`), which keeps the `m` largest-eigenvalue
 coordinates as `N` particles and clips with the exact `‖x‖² = ‖x_top‖² + tr K_bulk`:
 each particle steps `y ← y − η x_top clamp(r, ±c/‖x‖)` with `x_top ~ N(0, diag λ_top)`,
@@ -28,8 +29,8 @@ large-intrinsic-dimension limit (4–6% at α = 1, 10–19% at α = 1.5 on power
 `topmodes=0` (and every `B > 1`) is the ODE above.
 
 Options of `solve_ode(problem, ClippedSGD(...), ks, **options)`:
-`finite_lr_correction=True` (keep the `G` term; mean-field ODE), `topmodes=16`,
-`particles=2048`, `seed=0` (the hybrid; `topmodes=0` for the ODE).
+`finite_lr_correction=True` (keep the `G` term), `topmodes="auto"`,
+`particles=4096`, `seed=0` (the hybrid; `topmodes=0` for the ODE).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ __all__ = ["AbstractTopModeTheory", "split_top_modes", "hybrid_fields", "DEFAULT
            "DEFAULT_PARTICLES", "AUTO_INTRINSIC_DIMENSION", "check_top_mode_options"]
 
 DEFAULT_TOP_MODES = 16
-DEFAULT_PARTICLES = 2048
+DEFAULT_PARTICLES = 4096
 AUTO_INTRINSIC_DIMENSION = 50.0
 EARLY_STEPS = 64  # iterations run with EARLY_FACTOR times more particles
 EARLY_FACTOR = 4
