@@ -133,13 +133,17 @@ def _shifted_clip_moments(a, t2, c):
 class ClippedSGDTopModes(AbstractTopModeTheory):
     """Top-mode hybrid of clipped SGD, batch 1 (module docstring; `odes._topmodes`)."""
 
-    opt: ClippedSGD
+    lr_scale: jax.Array
+    clip: jax.Array
+    schedule: Callable | None = eqx.field(static=True, default=None)
     finite_lr_correction: bool = eqx.field(static=True, default=True)
+
+    def _eta(self, k):
+        return self.lr_scale * self.schedule(k) if self.schedule is not None else self.lr_scale
 
     def _particle_step(self, key, k, Y, D):
         n, m = Y.shape
-        eta = self.opt.lr_at(k)
-        c = jnp.asarray(self.opt.clip, jnp.float64)
+        eta, c = self._eta(k), self.clip
         kx, kz, ke = jax.random.split(key, 3)
         x = jax.random.normal(kx, (n, m), jnp.float64) * jnp.sqrt(self.lam_t)
         norm = jnp.sqrt(jnp.sum(x**2, -1) + jnp.sum(self.w_b * self.lam_b))
@@ -157,7 +161,7 @@ class ClippedSGDTopModes(AbstractTopModeTheory):
 
     def _bulk_update(self, k, D, coeffs):
         mu, nu, g = coeffs
-        eta, lb = self.opt.lr_at(k), self.lam_b
+        eta, lb = self._eta(k), self.lam_b
         rate = 2 * eta * mu * lb
         if self.finite_lr_correction:
             rate = rate - eta**2 * g * lb**2
@@ -187,7 +191,10 @@ def _clipped_theory(opt: ClippedSGD, problem: Problem, finite_lr_correction: boo
     m, n, seed = check_top_mode_options(problem, topmodes, particles, seed)
     if m > 0 and opt.batch == 1:
         return ClippedSGDTopModes(
-            **hybrid_fields(problem, m, n, seed), opt=opt,
+            **hybrid_fields(problem, m, n, seed),
+            lr_scale=jnp.asarray(opt.lr if opt.constant_lr else 1.0, jnp.float64),
+            clip=jnp.asarray(opt.clip, jnp.float64),
+            schedule=None if opt.constant_lr else opt.lr,
             finite_lr_correction=bool(finite_lr_correction))
     check_intrinsic_dimension(problem, stacklevel=4)
     c_eff = opt.clip / np.sqrt(problem.trace)
