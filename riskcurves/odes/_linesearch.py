@@ -112,7 +112,8 @@ class LineSearchTopModes(AbstractTopModeTheory):
         kx, kz, ke = jax.random.split(key, 3)
         x = jax.random.normal(kx, (n, B, m), jnp.float64) * jnp.sqrt(self.lam_t)
         t2 = self.residual_variance(ke, (n, B), D)  # z − ε ~ N(0, 2P_bulk + v)
-        r = jnp.einsum("nbm,nm->nb", x, Y) + jax.random.normal(kz, (n, B), jnp.float64) * jnp.sqrt(t2)
+        u = jax.random.normal(kz, (n, B), jnp.float64) * jnp.sqrt(t2)
+        r = jnp.einsum("nbm,nm->nb", x, Y) + u
         g = jnp.einsum("nbm,nb->nm", x, r) / B
         coeffs = (eta, eta**2, eta**2 * (two_p + self.sigma2))
         lt, Bf = self.lam_t, self.batch

@@ -21,10 +21,13 @@ This is a discrete map (a recursion in `k`, run to the last checkpoint by
 `recursion`); its state is not smooth in `k` (the particles jump), so it has no
 ODE form. The randomness is a fixed internal seed (`fold_in(seed, k)` at step
 `k`): the curve is deterministic, with a particle error `O(1/√N)` (measured in
-`docs/theory/topmodes.md`). Cost per step: `O(N·m·B + nodes)`.
+`docs/theory/topmodes.md`). Cost per step: `O(N·m·B + nodes)`; the noise law enters
+by drawing its scale-mixture component (`residual_variance`), so every law is exact.
 
-Subclasses implement `_particle_step` and `_bulk_update` (and optionally `_lr`,
-`_observables`); the mode split is `split_top_modes`.
+Subclasses implement `_particle_step` (which also reports the step size and
+observables) and `_bulk_update`; the mode split is `split_top_modes`. The particle
+noise is reduced by a conditional-mean readout of the risk and by `EARLY_FACTOR`
+times more particles during the first `EARLY_STEPS` iterations (see `_run`).
 """
 
 from __future__ import annotations
