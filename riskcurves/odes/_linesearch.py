@@ -105,16 +105,31 @@ class LineSearchTopModes(AbstractTopModeTheory):
         den = (1 + 1 / B) * s3 + self.tr_k2 * (two_p + self.sigma2) / B
         return jnp.where(den > 0, s2 / jnp.where(den > 0, den, 1.0), 0.0), two_p
 
-    def _particle_step(self, key, k, Y, D):
-        eta, two_p = self._eta(Y, D)
+    def _top_gradient(self, key, Y, D):
+        """Exact draw of `g_top = (1/B) Σ_b x_b,top r_b` given each particle, with
+        `m + 2B` normals instead of `(m + 1)B`: split `x_b = Λy a_b/s + x_b⊥`,
+        `a_b = x_bᵀy ~ N(0, s)`, `s = yᵀΛy`, `x_b⊥ ~ N(0, Λ − ΛyyᵀΛ/s)` independent of
+        `a_b`; then `g = Λy (Σ_b a_b r_b)/(B s) + (√(Σ_b r_b²)/B) ξ⊥` with one
+        `ξ⊥ ~ N(0, Λ − ΛyyᵀΛ/s)` and `r_b = a_b + z_b − ε_b`."""
         n, m = Y.shape
         B = self.n_batch
-        kx, kz, ke = jax.random.split(key, 3)
-        x = jax.random.normal(kx, (n, B, m), jnp.float64) * jnp.sqrt(self.lam_t)
+        ka, kz, ke, kx = jax.random.split(key, 4)
+        lt = self.lam_t
+        ly = lt * Y
+        s = jnp.sum(ly * Y, -1)
+        ok = s > 0
+        s_safe = jnp.where(ok, s, 1.0)
+        a = jax.random.normal(ka, (n, B), jnp.float64) * jnp.sqrt(s)[:, None]
         t2 = self.residual_variance(ke, (n, B), D)  # z − ε ~ N(0, 2P_bulk + v)
-        u = jax.random.normal(kz, (n, B), jnp.float64) * jnp.sqrt(t2)
-        r = jnp.einsum("nbm,nm->nb", x, Y) + u
-        g = jnp.einsum("nbm,nb->nm", x, r) / B
+        r = a + jax.random.normal(kz, (n, B), jnp.float64) * jnp.sqrt(t2)
+        w = jax.random.normal(kx, (n, m), jnp.float64) * jnp.sqrt(lt)
+        xi = w - jnp.where(ok, jnp.sum(Y * w, -1) / s_safe, 0.0)[:, None] * ly
+        par = jnp.where(ok, jnp.sum(a * r, -1) / (B * s_safe), 0.0)
+        return par[:, None] * ly + (jnp.sqrt(jnp.sum(r**2, -1)) / B)[:, None] * xi
+
+    def _particle_step(self, key, k, Y, D):
+        eta, two_p = self._eta(Y, D)
+        g = self._top_gradient(key, Y, D)
         coeffs = (eta, eta**2, eta**2 * (two_p + self.sigma2))
         lt, Bf = self.lam_t, self.batch
         e2 = eta[:, None] ** 2
