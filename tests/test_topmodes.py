@@ -192,3 +192,25 @@ def test_line_search_top_gradient_draw_moments():
         e1 = np.max(np.abs(g.mean(0) - mean)) / np.max(np.abs(mean))
         e2 = np.max(np.abs(g.T @ g / n - cov)) / np.max(np.abs(cov))
         assert e1 < 0.015 and e2 < 0.02, f"B={B}: rel err of E[g] {e1:.4f}, E[ggᵀ] {e2:.4f}"
+
+
+def test_hybrid_scope_errors():
+    """The hybrid covers clipping and SignSGD at batch 1 only (and SignSGD on a diagonal K
+    with the exact drift): an explicit `topmodes > 0` outside raises, `"auto"` falls back
+    to the ODE."""
+    prob = rc.PowerLaw(64, 1.5, 0.5, rc.Gaussian(0.1))
+    with pytest.raises(ValueError, match="topmodes"):
+        rc.odes.theory_for(rc.ClippedSGD(0.1, 1.0, batch=2), prob, topmodes=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        th = rc.odes.theory_for(rc.ClippedSGD(0.1, 1.0, batch=2), prob)
+    assert isinstance(th, rc.odes.ClippedSGDTheory)
+    for kw in (dict(drift="linear"), dict(basis="general")):
+        with pytest.raises(ValueError, match="topmodes"):
+            rc.odes.theory_for(rc.SignSGD(0.01, 1), prob, topmodes=16, **kw)
+    with pytest.raises(ValueError, match="topmodes"):
+        rc.odes.theory_for(rc.SignSGD(0.01, 4), prob, topmodes=16)
+    assert isinstance(rc.odes.theory_for(rc.SignSGD(0.01, 4), prob, topmodes="auto"),
+                      rc.odes.SignSGDDiagonalTheory)
+    assert isinstance(rc.odes.theory_for(rc.SignSGD(0.01, 1), prob, topmodes="auto"),
+                      rc.odes.SignSGDTopModes)

@@ -189,6 +189,9 @@ def _clipped_theory(opt: ClippedSGD, problem: Problem, finite_lr_correction: boo
                     seed: int = 0):
     _check_batch_noise(problem.noise, opt.batch)
     m, n, seed = check_top_mode_options(problem, topmodes, particles, seed)
+    if m > 0 and opt.batch > 1 and topmodes != "auto":
+        raise ValueError(f"`topmodes`={topmodes!r}: the clipped-SGD top-mode hybrid needs "
+                         f"batch 1, got batch={opt.batch}; use topmodes=0 (the ODE)")
     if m > 0 and opt.batch == 1:
         return ClippedSGDTopModes(
             **hybrid_fields(problem, m, n, seed),

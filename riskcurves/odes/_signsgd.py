@@ -248,10 +248,16 @@ def _signsgd_theory(opt: SignSGD, problem: Problem, drift: str = "exact",
     if basis == "auto":
         basis = "diagonal" if problem.is_diagonal else "general"
     m, n, seed = check_top_mode_options(problem, topmodes, particles, seed)
+    if topmodes == "auto" and (basis != "diagonal" or opt.batch > 1 or drift == "linear"):
+        m = 0  # no hybrid for these: the ODE
     if basis == "diagonal":
         if not problem.is_diagonal:
             raise ValueError("`basis='diagonal'` needs a diagonal K (problem.eigenvectors None)")
-        if m > 0 and opt.batch == 1 and drift != "linear":
+        if m > 0 and (opt.batch > 1 or drift == "linear"):
+            raise ValueError(f"`topmodes`={topmodes!r}: the SignSGD top-mode hybrid needs "
+                             f"batch 1 and drift='exact', got batch={opt.batch}, "
+                             f"drift={drift!r}; use topmodes=0")
+        if m > 0:
             return SignSGDTopModes(**hybrid_fields(problem, m, n, seed),
                                    opt=opt, eta_scale=eta_scale)
         return SignSGDDiagonalTheory(
@@ -261,6 +267,9 @@ def _signsgd_theory(opt: SignSGD, problem: Problem, drift: str = "exact",
             opt=opt, noise=problem.noise, eta_scale=eta_scale,
             drift="exact" if drift == "arcsin" else drift,
         )
+    if m > 0:
+        raise ValueError(f"`topmodes`={topmodes!r}: the SignSGD top-mode hybrid needs a "
+                         "diagonal K (basis='diagonal'); use topmodes=0")
     if problem.weights is not None:
         raise ValueError("`basis='general'` needs an uncompressed problem (weights None)")
     if problem.d > 4096:
