@@ -174,12 +174,12 @@ def test_power_laws_d256(name):
 def test_line_search_top_gradient_draw_moments():
     """The particles' minibatch gradient (drawn with `m + 2B` normals through the split
     `x = Λy a/s + x⊥`) has the exact conditional moments `E[g] = Λy`,
-    `E[ggᵀ] = (1 + 1/B) ΛyyᵀΛ + Λ(2P + σ²)/B` (Student-t noise, 200 000 draws)."""
+    `E[ggᵀ] = (1 + 1/B) ΛyyᵀΛ + Λ(2P + σ²)/B` (Student-t noise, 50 000 draws)."""
     import jax
     import jax.numpy as jnp
 
     prob = rc.PowerLaw(40, 1.5, 0.5, rc.StudentT.with_std(3, 0.3))
-    n = 200_000
+    n = 50_000
     for B in (1, 3):
         th = rc.odes.theory_for(rc.LineSearch(B), prob, particles=2)
         Y, D = th.init_state()
@@ -191,7 +191,7 @@ def test_line_search_top_gradient_draw_moments():
         cov = (1 + 1 / B) * np.outer(mean, mean) + np.diag(lt) * (two_p + 0.09) / B
         e1 = np.max(np.abs(g.mean(0) - mean)) / np.max(np.abs(mean))
         e2 = np.max(np.abs(g.T @ g / n - cov)) / np.max(np.abs(cov))
-        assert e1 < 0.015 and e2 < 0.02, f"B={B}: rel err of E[g] {e1:.4f}, E[ggᵀ] {e2:.4f}"
+        assert e1 < 0.03 and e2 < 0.04, f"B={B}: rel err of E[g] {e1:.4f}, E[ggᵀ] {e2:.4f}"
 
 
 def test_hybrid_scope_errors():
