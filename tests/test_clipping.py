@@ -249,9 +249,12 @@ def test_warns_on_small_intrinsic_dimension():
     prob = rc.PowerLaw(1000, 1.5, 0.5, rc.Gaussian(0.1))
     assert rc.theory.intrinsic_dimension(prob) < 3
     with pytest.warns(UserWarning, match="intrinsic dimension"):
-        rc.odes.theory_for(rc.ClippedSGD(0.2, clip=1.0), prob)
+        rc.odes.theory_for(rc.ClippedSGD(0.2, clip=1.0), prob, topmodes=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        # the default there is the top-mode hybrid, which needs no large tr K / λ_max
+        th = rc.odes.theory_for(rc.ClippedSGD(0.2, clip=1.0), prob)
+        assert isinstance(th, rc.odes.ClippedSGDTopModes)
         rc.odes.theory_for(rc.ClippedSGD(0.2, clip=1.0), _problem("flat", 100, rc.Gaussian(0.3)))
         rc.odes.theory_for(rc.ClippedSGD(0.2, clip=1.0), rc.PowerLaw(1000, 0.5, 1.0))
 

@@ -13,12 +13,16 @@ from ._base import AbstractTheory as AbstractTheory
 from ._base import register as register
 from ._base import theory_for as theory_for
 from ._clipping import ClippedSGDTheory as ClippedSGDTheory
+from ._clipping import ClippedSGDTopModes as ClippedSGDTopModes
 from ._linesearch import LineSearchTheory as LineSearchTheory
+from ._linesearch import LineSearchTopModes as LineSearchTopModes
 from ._sgd import SGDTheory as SGDTheory
 from ._sgd import sgd_recursion as sgd_recursion
 from ._signsgd import SignSGDDiagonalTheory as SignSGDDiagonalTheory
 from ._signsgd import SignSGDGeneralTheory as SignSGDGeneralTheory
+from ._signsgd import SignSGDTopModes as SignSGDTopModes
 from ._solve import solve_ode as solve_ode
 from ._solve import integrate as integrate
 from ._solve import solve_theory as solve_theory
 from ._solver import ETD2 as ETD2
+from ._topmodes import AbstractTopModeTheory as AbstractTopModeTheory

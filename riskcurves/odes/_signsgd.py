@@ -48,8 +48,14 @@ from ..optimizers import SignSGD
 from ..problems import Problem
 from ..theory._signsgd import SignBasis, expected_sign, sign_gain, sign_noise_coefficient
 from ._base import AbstractTheory, register
+from ._topmodes import (
+    DEFAULT_PARTICLES,
+    AbstractTopModeTheory,
+    check_top_mode_options,
+    hybrid_fields,
+)
 
-__all__ = ["SignSGDDiagonalTheory", "SignSGDGeneralTheory"]
+__all__ = ["SignSGDDiagonalTheory", "SignSGDGeneralTheory", "SignSGDTopModes"]
 
 _DRIFTS = ("exact", "arcsin", "linear")
 
@@ -109,6 +115,46 @@ class SignSGDDiagonalTheory(AbstractTheory):
             return sign_gain(self.noise, s2, self.opt.batch) * jnp.sqrt(self.lam) * delta
         return expected_sign(self.noise, jnp.sqrt(self.lam) * delta,
                              s2 - self.lam * delta**2, self.opt.batch)
+
+
+class SignSGDTopModes(AbstractTopModeTheory):
+    """Top-mode hybrid of SignSGD on a diagonal `K`, batch 1 (`odes._topmodes`).
+
+    Particles: `y ← y − η sign(x_top r)`, `r = x_topᵀy + u`, `u ~ N(0, 2P_bulk + v)`
+    (`v` the noise's scale-mixture component, drawn). Bulk mode `j`, given a particle
+    and `v`: `E[sign g_j] = (2/π) arcsin(√(λ_j D_j)/√S)`, `S = 2P^(n) + v`, expanded to
+    fifth order in `√(λ_j D_j/S)` so that only the particle means `⟨S^(−1/2)⟩`,
+    `⟨S^(−3/2)⟩`, `⟨S^(−5/2)⟩` enter: `D_j ← D_j − 2η √D_j m_j + η²`.
+    """
+
+    opt: SignSGD
+    eta_scale: jax.Array
+
+    def _eta(self, k):
+        return self.eta_scale * self.opt.lr_at(k)
+
+    def _particle_step(self, key, k, Y, D):
+        n, m = Y.shape
+        eta = self._eta(k)
+        kx, ku, kv = jax.random.split(key, 3)
+        x = jax.random.normal(kx, (n, m), jnp.float64) * jnp.sqrt(self.lam_t)
+        t2 = self.residual_variance(kv, (n,), D)  # 2P_bulk + v
+        r = jnp.sum(x * Y, -1) + jax.random.normal(ku, (n,), jnp.float64) * jnp.sqrt(t2)
+        Yn = Y - eta * jnp.sign(x * r[:, None])
+        S = jnp.maximum(jnp.sum(self.lam_t * Y**2, -1) + t2, 1e-300)  # 2P^(n) + v
+        # E[sign(x_i r) | y, v] = (2/π) arcsin(√λ_i y_i / √S) (exact: Gaussian given v)
+        mi = (2 / jnp.pi) * jnp.arcsin(jnp.clip(jnp.sqrt(self.lam_t) * Y / jnp.sqrt(S)[:, None],
+                                                -1.0, 1.0))
+        top_next = jnp.sum(self.lam_t * (Y**2 - 2 * eta * Y * mi + eta**2), -1)
+        coeffs = (S**-0.5, S**-1.5, S**-2.5)
+        return Yn, coeffs, {"lr": eta}, top_next
+
+    def _bulk_update(self, k, D, coeffs):
+        s1, s3, s5 = coeffs
+        eta = self._eta(k)
+        q2 = self.lam_b * jnp.maximum(D, 0.0)  # (√(λ_j D_j))², arcsin x ≈ x + x³/6 + 3x⁵/40
+        slope = (2 / jnp.pi) * jnp.sqrt(self.lam_b) * (s1 + q2 * s3 / 6 + 3 * q2**2 * s5 / 40)
+        return D - 2 * eta * slope * D + eta**2
 
 
 class SignSGDGeneralTheory(AbstractTheory):
@@ -181,10 +227,15 @@ class SignSGDGeneralTheory(AbstractTheory):
 
 @register(SignSGD)
 def _signsgd_theory(opt: SignSGD, problem: Problem, drift: str = "exact",
-                    basis: str = "auto"):
+                    basis: str = "auto", topmodes: int | str = 0,
+                    particles: int = DEFAULT_PARTICLES, seed: int = 0):
     """Builder: `drift` in {"exact", "arcsin", "linear"} (see module docstring);
     `basis` in {"auto", "diagonal", "general"} ("general" forces the dense K̄ ODE,
-    also for a diagonal K)."""
+    also for a diagonal K). Diagonal `K`, batch 1, `drift="exact"`: `topmodes` (an
+    integer `m > 0`, or `"auto"`: 16 when `tr K/λ_max < 50`), `particles`, `seed`
+    select the top-mode hybrid `SignSGDTopModes` (opt-in: on the measured power laws
+    the exact-drift ODE is already within 2%, see docs/theory/topmodes.md);
+    `topmodes=0` (default) is the ODE."""
     if drift not in _DRIFTS:
         raise ValueError(f"`drift` must be one of {_DRIFTS}, got {drift!r}")
     if basis not in ("auto", "diagonal", "general"):
@@ -196,9 +247,19 @@ def _signsgd_theory(opt: SignSGD, problem: Problem, drift: str = "exact",
         opt = SignSGD(1.0, opt.batch)
     if basis == "auto":
         basis = "diagonal" if problem.is_diagonal else "general"
+    m, n, seed = check_top_mode_options(problem, topmodes, particles, seed)
+    if topmodes == "auto" and (basis != "diagonal" or opt.batch > 1 or drift == "linear"):
+        m = 0  # no hybrid for these: the ODE
     if basis == "diagonal":
         if not problem.is_diagonal:
             raise ValueError("`basis='diagonal'` needs a diagonal K (problem.eigenvectors None)")
+        if m > 0 and (opt.batch > 1 or drift == "linear"):
+            raise ValueError(f"`topmodes`={topmodes!r}: the SignSGD top-mode hybrid needs "
+                             f"batch 1 and drift='exact', got batch={opt.batch}, "
+                             f"drift={drift!r}; use topmodes=0")
+        if m > 0:
+            return SignSGDTopModes(**hybrid_fields(problem, m, n, seed),
+                                   opt=opt, eta_scale=eta_scale)
         return SignSGDDiagonalTheory(
             lam=jnp.asarray(problem.eigenvalues),
             weights=jnp.asarray(problem.mode_weights),
@@ -206,6 +267,9 @@ def _signsgd_theory(opt: SignSGD, problem: Problem, drift: str = "exact",
             opt=opt, noise=problem.noise, eta_scale=eta_scale,
             drift="exact" if drift == "arcsin" else drift,
         )
+    if m > 0:
+        raise ValueError(f"`topmodes`={topmodes!r}: the SignSGD top-mode hybrid needs a "
+                         "diagonal K (basis='diagonal'); use topmodes=0")
     if problem.weights is not None:
         raise ValueError("`basis='general'` needs an uncompressed problem (weights None)")
     if problem.d > 4096:

@@ -1,0 +1,229 @@
+"""Top modes stochastic, bulk deterministic: the finite-d hybrid of `docs/theory/topmodes.md`.
+
+When a few top modes hold the risk (power laws with `α ≥ 1`), the quadratic forms
+that set the step (line search `ΔᵀK²Δ/ΔᵀK³Δ`), the clipping (`‖x‖²`, the residual)
+or the sign gains do not concentrate, and the mean-field ODEs (one deterministic
+`D_i` per mode) are off by 5–15% at every `d`. The hybrid keeps the coordinates
+`y = (u_1ᵀΔ, …, u_mᵀΔ)` of the `m` largest-eigenvalue modes as random variables,
+represented by `N` particles `y^(n)`, and the bulk (every other mode) by its mean
+energies `D_j`. One iteration `k → k + 1` (time = iteration count):
+
+- each particle takes the optimizer's exact stochastic step restricted to the top
+  coordinates, with the data `x_top ~ N(0, diag λ_top)`, the label noise `ε`, and
+  the bulk entering only through its (deterministic) quadratic forms, e.g. the
+  bulk part of the residual `z_bulk ~ N(0, Σ_bulk w_j λ_j D_j)`;
+- the bulk energies take their exact one-step mean given each particle's state,
+  averaged over the particles: `D_j ← D_j + (1/N) Σ_n ΔD_j(y^(n), D_bulk)`.
+
+Risk: `P = ½ (1/N) Σ_n Σ_top λ_i (y_i^(n))² + ½ Σ_bulk w_j λ_j D_j`.
+
+This is a discrete map (a recursion in `k`, run to the last checkpoint by
+`recursion`); its state is not smooth in `k` (the particles jump), so it has no
+ODE form. The randomness is a fixed internal seed (`fold_in(seed, k)` at step
+`k`): the curve is deterministic, with a particle error `O(1/√N)` (measured in
+`docs/theory/topmodes.md`). Cost per step: `O(N·m·B + nodes)`; the noise law enters
+by drawing its scale-mixture component (`residual_variance`), so every law is exact.
+
+Subclasses implement `_particle_step` (which also reports the step size and
+observables) and `_bulk_update`; the mode split is `split_top_modes`. The particle
+noise is reduced by a conditional-mean readout of the risk and by `EARLY_FACTOR`
+times more particles during the first `EARLY_STEPS` iterations (see `_run`).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._base import AbstractTheory
+
+__all__ = ["AbstractTopModeTheory", "split_top_modes", "hybrid_fields", "DEFAULT_TOP_MODES",
+           "DEFAULT_PARTICLES", "AUTO_INTRINSIC_DIMENSION", "check_top_mode_options"]
+
+DEFAULT_TOP_MODES = 16
+DEFAULT_PARTICLES = 4096
+AUTO_INTRINSIC_DIMENSION = 50.0
+EARLY_STEPS = 64  # iterations run with EARLY_FACTOR times more particles
+EARLY_FACTOR = 4
+
+
+def check_top_mode_options(problem, topmodes, particles, seed) -> tuple[int, int, int]:
+    """Validate the hybrid's options (`ValueError` naming the argument) and resolve
+    `topmodes="auto"`: `DEFAULT_TOP_MODES` when the intrinsic dimension `tr K/λ_max`
+    is below `AUTO_INTRINSIC_DIMENSION` (a few modes hold the spectrum), else `0` (the
+    mean-field ODE, whose error there is `O(λ_max/tr K)`, ≲ 2%)."""
+    if isinstance(topmodes, str):
+        if topmodes != "auto":
+            raise ValueError(f"`topmodes` must be 'auto' or an integer >= 0, got {topmodes!r}")
+        lam = np.asarray(problem.eigenvalues)
+        lam_max = float(lam.max()) if lam.size else 0.0
+        ratio = np.inf if lam_max <= 0 else float(np.sum(problem.mode_weights * lam)) / lam_max
+        topmodes = DEFAULT_TOP_MODES if ratio < AUTO_INTRINSIC_DIMENSION else 0
+    out = []
+    for name, v, lo in (("topmodes", topmodes, 0), ("particles", particles, 2),
+                        ("seed", seed, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            extra = "'auto' or " if name == "topmodes" else ""
+            raise ValueError(f"`{name}` must be {extra}an integer >= {lo}, got {v!r}")
+        out.append(int(v))
+    return tuple(out)
+
+
+def hybrid_fields(problem, m: int, particles: int, seed: int) -> dict:
+    """The fields of `AbstractTopModeTheory` for `problem` (split, noise mixture, seed)."""
+    lt, dt, lb, wb, db = split_top_modes(problem, m)
+    w, v = problem.noise.scale_mixture()
+    return dict(lam_t=jnp.asarray(lt), D0_t=jnp.asarray(dt), lam_b=jnp.asarray(lb),
+                w_b=jnp.asarray(wb), D0_b=jnp.asarray(db),
+                mix_cdf=jnp.asarray(np.cumsum(w) / np.sum(w)), mix_v=jnp.asarray(v, jnp.float64),
+                seed=jnp.asarray(seed, jnp.uint32), n_particles=int(particles))
+
+
+def split_top_modes(problem, m: int):
+    """Split a diagonal spectrum into `m` single top modes and a weighted bulk.
+
+    Modes are taken by decreasing `λ` (ties: larger `D(0)` first). A node of a
+    compressed spectrum with an integer weight `w` stands for `w` identical modes:
+    up to `m` of them become top modes and the rest stays in the bulk with the
+    remaining weight. The split stops at the first node with a non-integer weight
+    (a quadrature node), so fewer than `m` top modes can be returned.
+
+    **Returns:** `(lam_top, D0_top, lam_bulk, w_bulk, D0_bulk)` as float64 numpy arrays.
+    """
+    lam = np.asarray(problem.eigenvalues, np.float64)
+    D0 = np.asarray(problem.initial_energies, np.float64)
+    w = np.asarray(problem.mode_weights, np.float64).copy()
+    order = np.lexsort((-D0, -lam))
+    lt, dt = [], []
+    for i in order:
+        if len(lt) >= m:
+            break
+        wi = w[i]
+        if abs(wi - round(wi)) > 1e-9 or lam[i] <= 0:
+            break
+        take = min(int(round(wi)), m - len(lt))
+        lt += [lam[i]] * take
+        dt += [D0[i]] * take
+        w[i] = wi - take
+    keep = w > 1e-9
+    return (np.asarray(lt), np.asarray(dt), lam[keep], w[keep], D0[keep])
+
+
+class AbstractTopModeTheory(AbstractTheory):
+    """Hybrid particle/mean-field recursion (module docstring).
+
+    State: `(Y, D)` with `Y` of shape `(N, m)` (top coordinates, one row per
+    particle) and `D` the bulk energies.
+    """
+
+    lam_t: jax.Array
+    D0_t: jax.Array
+    lam_b: jax.Array
+    w_b: jax.Array
+    D0_b: jax.Array
+    mix_cdf: jax.Array
+    mix_v: jax.Array
+    seed: jax.Array
+    n_particles: int = eqx.field(static=True)
+
+    # ---- what a subclass implements ------------------------------------------------
+    def _particle_step(self, key, k, Y, D):
+        """`(Y_next, coeffs, report, top_next)` for iteration `k → k + 1`:
+
+        - `Y_next`: every particle's exact stochastic step;
+        - `coeffs`: per-particle coefficients (pytree, leading axis `N`) that
+          `_bulk_update` receives averaged over the particles;
+        - `report`: dict of per-particle values at the pre-step state, averaged and
+          saved at `k` (`"lr"` is the step size, the rest observables);
+        - `top_next`: per-particle `E[Σ_top λ_i y_i(k+1)² | y(k)]` (a conditional mean
+          over the step's randomness, which lowers the particle noise of the risk),
+          or `None` to read it from `Y_next`.
+        """
+        raise NotImplementedError
+
+    def _bulk_update(self, k, D, coeffs):
+        """Bulk energies after one step, from the particle-averaged `coeffs`."""
+        raise NotImplementedError
+
+    # ---- shared ----------------------------------------------------------------------
+    def init_state(self, n_particles: int | None = None):
+        n = self.n_particles if n_particles is None else n_particles
+        Y0 = jnp.broadcast_to(jnp.sqrt(self.D0_t), (n, self.lam_t.shape[0]))
+        return (jnp.asarray(Y0, jnp.float64), jnp.asarray(self.D0_b, jnp.float64))
+
+    def residual_variance(self, key, shape, D):
+        """Variance `2P_bulk + v` of the residual part `z − ε` that the top modes do not
+        see, with the noise's scale-mixture component `v` drawn per sample (so that
+        `z − ε ~ N(0, 2P_bulk + v)` given it: the noise law, sampled exactly)."""
+        if self.mix_v.shape[0] == 1:
+            v = jnp.broadcast_to(self.mix_v[0], shape)
+        else:
+            u = jax.random.uniform(key, shape, jnp.float64)
+            idx = jnp.minimum(jnp.searchsorted(self.mix_cdf, u), self.mix_v.shape[0] - 1)
+            v = self.mix_v[idx]
+        return self.bulk_risk2(D) + v
+
+    def bulk_risk2(self, D):
+        """`2 P_bulk = Σ_bulk w_j λ_j D_j`."""
+        return jnp.sum(self.w_b * self.lam_b * D)
+
+    def particle_risk2(self, Y, D):
+        """`2P` of every particle: `Σ_top λ_i y_i² + 2 P_bulk`, shape `(N,)`."""
+        return jnp.sum(self.lam_t * Y**2, axis=-1) + self.bulk_risk2(D)
+
+    def risk(self, y):
+        Y, D = y
+        return 0.5 * jnp.mean(self.particle_risk2(Y, D))
+
+    def step(self, k, y):
+        """`(y_{k+1}, report_k, risk_{k+1})`: one iteration of the map, the particle
+        means of the report at `k`, and the (conditional-mean) risk after the step."""
+        Y, D = y
+        key = jax.random.fold_in(jax.random.PRNGKey(self.seed), jnp.asarray(k, jnp.int32))
+        Yn, coeffs, report, top_next = self._particle_step(key, k, Y, D)
+        mean = jax.tree.map(lambda c: jnp.mean(c, axis=0), coeffs)
+        Dn = self._bulk_update(k, D, mean)
+        if top_next is None:
+            top_next = jnp.sum(self.lam_t * Yn**2, axis=-1)
+        risk = 0.5 * (jnp.mean(top_next) + self.bulk_risk2(Dn))
+        return (Yn, Dn), {n: jnp.mean(v) for n, v in report.items()}, risk
+
+    def increment(self, k, y):
+        """`y_{k+1} − y_k` of the discrete map (fixed seed; not an ODE field)."""
+        return jax.tree.map(jnp.subtract, self.step(k, y)[0], y)
+
+    def vector_field(self, k, y, args):
+        raise NotImplementedError(
+            "the top-mode hybrid is a discrete map (particles jump at every step): solve "
+            "it with `recursion` (solve_ode does), or pass topmodes=0 for the mean-field ODE")
+
+    def recursion(self, ks):
+        return _run(self, jnp.asarray(ks), int(ks[-1]))
+
+
+@eqx.filter_jit
+def _run(theory: AbstractTopModeTheory, ks, n_steps: int):
+    """`(risk, lr, observables)` at `ks`: `n_steps + 1` iterations of the map (the last
+    only for the report at `k = n_steps`). The first `EARLY_STEPS` iterations use
+    `EARLY_FACTOR·N` particles, then every `EARLY_FACTOR`-th particle is kept (the
+    particles are i.i.d., so thinning is unbiased): the early transient, where the
+    top modes hold nearly all the risk, has the largest particle noise."""
+
+    def body(y, k):
+        y, report, risk = theory.step(k, y)
+        return y, (report, risk)
+
+    n_total = n_steps + 1
+    n_early = min(EARLY_STEPS, n_total)
+    y0 = theory.init_state(EARLY_FACTOR * theory.n_particles)
+    y, out = jax.lax.scan(body, y0, jnp.arange(n_early, dtype=jnp.float64))
+    if n_total > n_early:
+        y = (y[0][::EARLY_FACTOR], y[1])
+        _, late = jax.lax.scan(body, y, jnp.arange(n_early, n_total, dtype=jnp.float64))
+        out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, late)
+    report, risk = out
+    risk = jnp.concatenate([jnp.asarray(theory.risk(y0))[None], risk[:-1]])
+    lr = report.pop("lr", jnp.full(risk.shape, jnp.nan))
+    return risk[ks], lr[ks], {n: v[ks] for n, v in report.items()}
