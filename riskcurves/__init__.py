@@ -17,8 +17,8 @@ import jax as _jax
 _jax.config.update("jax_enable_x64", True)
 
 from . import odes as odes  # noqa: E402
-from . import studies as studies  # noqa: E402
 from . import simulate as _simulate_pkg  # noqa: E402, F401
+from . import studies as studies  # noqa: E402
 from . import theory as theory  # noqa: E402
 from ._compress import compress as compress  # noqa: E402
 from ._curve import STATUS as STATUS  # noqa: E402
@@ -31,16 +31,16 @@ from .odes import sgd_recursion as sgd_recursion  # noqa: E402
 from .odes import solve_ode as solve_ode  # noqa: E402
 from .optimizers import SGD as SGD  # noqa: E402
 from .optimizers import AbstractOptimizer as AbstractOptimizer  # noqa: E402
+from .optimizers import AbstractSchedule as AbstractSchedule  # noqa: E402
 from .optimizers import AdaGradNorm as AdaGradNorm  # noqa: E402
 from .optimizers import ClippedSGD as ClippedSGD  # noqa: E402
 from .optimizers import LineSearch as LineSearch  # noqa: E402
 from .optimizers import MatrixSignSGD as MatrixSignSGD  # noqa: E402
 from .optimizers import Muon as Muon  # noqa: E402
-from .optimizers import SignSGD as SignSGD  # noqa: E402
-from .optimizers import SignSVD as SignSVD  # noqa: E402
-from .optimizers import AbstractSchedule as AbstractSchedule  # noqa: E402
 from .optimizers import PiecewiseLogLinear as PiecewiseLogLinear  # noqa: E402
 from .optimizers import PowerDecay as PowerDecay  # noqa: E402
+from .optimizers import SignSGD as SignSGD  # noqa: E402
+from .optimizers import SignSVD as SignSVD  # noqa: E402
 from .optimizers import WarmupStableDecay as WarmupStableDecay  # noqa: E402
 from .optimizers import power_decay as power_decay  # noqa: E402
 from .plotting import plot_compare as plot_compare  # noqa: E402

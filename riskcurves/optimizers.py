@@ -81,7 +81,7 @@ def _check_positive(x, name: str, *, allow_zero: bool = False, upper: float | No
     hi_ok = upper is None or (v < upper if upper_open else v <= upper)
     if not (math.isfinite(v) and lo_ok and hi_ok):
         rng = (f"in [0, {upper:g}{')' if upper_open else ']'}" if allow_zero and upper is not None
-               else f">= 0" if allow_zero else
+               else ">= 0" if allow_zero else
                f"in (0, {upper:g}{')' if upper_open else ']'}" if upper is not None else "> 0")
         raise ValueError(f"`{name}` must be finite and {rng}, got {x!r}")
     return v
@@ -126,13 +126,14 @@ def static_batch(optimizer) -> int:
 
 
 def numeric(tree, dtype=jnp.float64):
-    """`tree` with every Python int/float leaf (and float array leaf) as a `dtype` array.
+    """`tree` with every Python float leaf (and float array leaf) as a `dtype` array.
 
     Used at jit boundaries so that a new hyperparameter value is a new array
     value, never a new compilation (simulators pass their own dtype).
     """
     def conv(x):
-        if isinstance(x, (float, int, np.floating, np.integer)) and not isinstance(x, bool):
+        # Python ints (batch sizes, counts) stay static: some theories branch on them
+        if isinstance(x, (float, np.floating)):
             return jnp.asarray(x, dtype)
         if isinstance(x, (jax.Array, np.ndarray)) and jnp.issubdtype(x.dtype, jnp.floating):
             return jnp.asarray(x, dtype)

@@ -21,8 +21,8 @@ from ._sgd import sgd_recursion as sgd_recursion
 from ._signsgd import SignSGDDiagonalTheory as SignSGDDiagonalTheory
 from ._signsgd import SignSGDGeneralTheory as SignSGDGeneralTheory
 from ._signsgd import SignSGDTopModes as SignSGDTopModes
-from ._solve import solve_ode as solve_ode
 from ._solve import integrate as integrate
+from ._solve import solve_ode as solve_ode
 from ._solve import solve_theory as solve_theory
 from ._solver import ETD2 as ETD2
 from ._topmodes import AbstractTopModeTheory as AbstractTopModeTheory

@@ -242,7 +242,7 @@ def _signsgd_theory(opt: SignSGD, problem: Problem, drift: str = "exact",
         raise ValueError(f"`basis` must be 'auto', 'diagonal' or 'general', got {basis!r}")
     # a constant step size is an array leaf (`eta_scale`), so sweeps over `lr` reuse
     # one compilation; a schedule stays in `opt`
-    eta_scale = jnp.asarray(1.0 if callable(opt.lr) else float(opt.lr), jnp.float64)
+    eta_scale = jnp.asarray(1.0 if callable(opt.lr) else opt.lr, jnp.float64)
     if not callable(opt.lr):
         opt = SignSGD(1.0, opt.batch)
     if basis == "auto":

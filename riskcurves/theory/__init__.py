@@ -12,8 +12,8 @@ from ._clipping import check_intrinsic_dimension as check_intrinsic_dimension
 from ._clipping import clip_coefficients as clip_coefficients
 from ._clipping import clipped_gain as clipped_gain
 from ._clipping import clipped_gain_ratio as clipped_gain_ratio
-from ._clipping import _median_abs_noise as median_abs_noise
 from ._clipping import intrinsic_dimension as intrinsic_dimension
+from ._clipping import median_abs_noise as median_abs_noise
 from ._clipping import prob_not_clipped as prob_not_clipped
 from ._noise_expectations import effective_sign_gain as effective_sign_gain
 from ._noise_expectations import expected_clipped_square as expected_clipped_square

@@ -35,6 +35,7 @@ from jax.scipy.special import erf, gammainc, gammaincc, gammaln
 from ._noise_expectations import expected_clipped_square, mixture, prob_abs_residual_below
 
 __all__ = [
+    "median_abs_noise",
     "clip_coefficients",
     "prob_not_clipped",
     "clipped_gain",
@@ -172,7 +173,7 @@ def best_threshold(noise, risk, *, batch: int = 1, c_min: float | None = None,
     P = np.atleast_1d(np.asarray(risk, np.float64))
     if np.any(P < 0) or not np.all(np.isfinite(P)):
         raise ValueError("`risk` must be finite and >= 0")
-    m = _median_abs_noise(noise)
+    m = median_abs_noise(noise)
     scale = np.sqrt(2 * P + m**2 + _TINY)
     lo = np.full_like(P, 1e-3) * scale if c_min is None else np.full_like(P, c_min)
     hi = np.full_like(P, 1e3) * scale if c_max is None else np.full_like(P, c_max)
@@ -198,7 +199,7 @@ def best_threshold(noise, risk, *, batch: int = 1, c_min: float | None = None,
     return c_star.reshape(shape), cgr.reshape(shape)
 
 
-def _median_abs_noise(noise) -> float:
+def median_abs_noise(noise) -> float:
     """Median of `|ε|` (0 for noiseless): `Pr(|ε| < m) = ½` on a log grid, interpolated."""
     _, v = noise.scale_mixture()
     if np.all(np.asarray(v) == 0):
