@@ -58,6 +58,8 @@ _RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 def _one_run(problem, optimizer, batch, key, ks, dtype, rng_impl=None):
     if rng_impl is not None:
         key = jax.random.wrap_key_data(key, impl=rng_impl)
+    # configs travel with a placeholder batch (so that a sweep stacks); restore it
+    optimizer = eqx.tree_at(lambda o: o.batch, optimizer, batch)
     spec = transform_for(optimizer, problem)
     tx, observe = spec.tx, spec.observe
     delta0 = problem.init_delta(dtype)
