@@ -267,7 +267,7 @@ def check_horizon(optimizer, k_max: int, n: int = 512):
     if np.any(bad):
         k_bad = int(ks[np.argmax(bad)])
         raise ValueError(f"`lr` schedule must be finite and > 0 for every k in [0, {k_max}]; "
-                         f"η({k_bad}) = {vals[np.argmax(bad)]!r}")
+                         f"η({k_bad}) = {float(vals[np.argmax(bad)])!r}")
 
 
 # ---- optimizers ------------------------------------------------------------------
