@@ -1,0 +1,108 @@
+"""Power-law random features: exact finite-d problem, simulator equivalence, deterministic
+equivalent (docs/theory/plrf.md)."""
+
+import math
+
+import numpy as np
+import pytest
+
+import riskcurves as rc
+from riskcurves._plrf import _exact_parts, plrf_spectrum
+
+
+def _opt(prob, frac=0.5, batch=4):
+    thr = rc.theory.stability_threshold(rc.SGD(lr=1e-3, batch=batch), prob)
+    return rc.SGD(lr=frac * thr, batch=batch)
+
+
+def test_exact_problem_is_the_feature_regression():
+    """θ*, D(0), s_irr from the eigendecomposition equal the direct least-squares solution."""
+    v, d, a, b = 96, 24, 0.8, 0.6
+    W, lam_x, bb, K, mu, U, D0, s_irr, ts = _exact_parts(v, d, a, b, 3)
+    A = np.sqrt(lam_x)[:, None] * W
+    c = np.sqrt(lam_x) * bb
+    theta, *_ = np.linalg.lstsq(A, c, rcond=None)
+    np.testing.assert_allclose(ts, theta, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(s_irr, np.sum((A @ theta - c) ** 2), rtol=1e-8)
+    np.testing.assert_allclose(D0, (U.T @ theta) ** 2, rtol=1e-8, atol=1e-20)
+    p = rc.PowerLawRF(v, d, a, b, rc.Gaussian(0.1), seed=3)
+    # population risk at θ0 = 0: ½ E⟨x, b⟩² + ½σ² = P(0) + ½ E[ε_eff²]
+    np.testing.assert_allclose(p.initial_risk + 0.5 * p.noise_variance,
+                               0.5 * (c @ c) + 0.5 * 0.01, rtol=1e-10)
+
+
+def test_arguments():
+    with pytest.raises(ValueError, match="`v` must be > d"):
+        rc.PowerLawRF(16, 16, 1.0, 0.5)
+    with pytest.raises(ValueError, match="`alpha`"):
+        rc.PowerLawRF(64, 16, -1.0, 0.5)
+    with pytest.raises(ValueError, match="`method`"):
+        rc.PowerLawRF(64, 16, 1.0, 0.5, method="mc")
+    with pytest.raises(ValueError, match="v=inf"):
+        rc.PowerLawRF(math.inf, 16, 0.4, 0.5, method="deterministic")
+    with pytest.raises(ValueError, match="finite integer"):
+        rc.PowerLawRF(math.inf, 16, 1.0, 0.5)
+
+
+def test_data_sampling_matches_theory_and_feature_sampling():
+    """SGD on literally sampled x ∈ R^v (features Wᵀx) vs the exact feature-space theory.
+
+    The theory (exact recursion, then ODE) is exact in expectation given W, so the
+    literal-data simulator and the feature-space simulator (eigenbasis sampling) must
+    both agree with it within Monte-Carlo error over the whole curve: 4.5 standard
+    errors (d = 64, v = 256, 128 runs, k ≤ 16d)."""
+    d, a, b = 64, 1.0, 0.7
+    prob = rc.PowerLawRF(4 * d, d, a, b, seed=1)
+    raw = rc.PowerLawRFData(4 * d, d, a, b, seed=1)
+    opt = _opt(prob)
+    ks = rc.checkpoints(16 * d, 20)
+    th = rc.solve_ode(prob, opt, ks)
+    for p in (raw, prob):
+        sim = rc.simulate(p, opt, ks, n_runs=128, seed=5, check_stability=False,
+                          dtype=np.float64)
+        z = np.abs(sim.risk - th.risk)[1:] / sim.stderr[1:]
+        rel = rc.max_rel_err(th, sim)
+        assert z.max() < 4.5, f"{p.label}: max |sim − theory| = {z.max():.2f} s.e., rel {rel:.3%}"
+
+
+def test_negative_control_wrong_noise():
+    """Dropping the irreducible part of the label noise (the negative control) breaks the
+    agreement with the literal-data simulation: it fails the 4.5 s.e. tolerance above."""
+    d, a, b = 64, 1.0, 0.7
+    prob = rc.PowerLawRF(4 * d, d, a, b, seed=1)
+    raw = rc.PowerLawRFData(4 * d, d, a, b, seed=1)
+    opt = _opt(prob)
+    ks = rc.checkpoints(16 * d, 20)
+    bad = rc.solve_ode(prob.with_noise(rc.Noiseless()), opt, ks)
+    sim = rc.simulate(raw, opt, ks, n_runs=128, seed=5, check_stability=False,
+                      dtype=np.float64)
+    z = np.abs(sim.risk - bad.risk)[1:] / sim.stderr[1:]
+    assert z.max() > 4.5, f"the noiseless feature model should fail: max {z.max():.1f} s.e."
+
+
+def _decile_errors(d, a, b, seeds):
+    v = 4 * d
+    sp = plrf_spectrum(v, d, a, b, ranks=np.arange(11) * d / 10)
+    eig, en = [], []
+    for s in seeds:
+        *_, mu, U, D0, s_irr, _ = _exact_parts(v, d, a, b, s)
+        eig.append([mu[q * d // 10:(q + 1) * d // 10].mean() for q in range(10)])
+        en.append([(mu * D0)[q * d // 10:(q + 1) * d // 10].sum() for q in range(10)])
+    eig, en = np.mean(eig, 0), np.mean(en, 0)
+    return (np.abs(sp["eigenvalues"] / eig - 1), np.abs(sp["energies"] / en - 1), sp)
+
+
+def test_deterministic_spectrum_deciles_d512():
+    """Mean eigenvalue per decile of the spectrum: deterministic equivalent vs exact."""
+    e_eig, e_en, sp = _decile_errors(512, 1.0, 0.7, [0, 1])
+    np.testing.assert_allclose(sp["counts"], 51.2, rtol=1e-4)
+    assert e_eig.max() < 0.02, f"eigenvalue per decile: max rel err {e_eig.max():.3%}"
+
+
+@pytest.mark.slow
+def test_deterministic_spectrum_deciles_d4096():
+    """d = 4096, v = 4d: eigenvalues per decile within 2% (one W), target energy per
+    decile within 2% on the top decile (it holds > 99% of the energy)."""
+    e_eig, e_en, _ = _decile_errors(4096, 1.0, 0.7, [0])
+    assert e_eig.max() < 0.02, f"eigenvalue per decile: max rel err {e_eig.max():.3%}"
+    assert e_en[0] < 0.02, f"top-decile energy: rel err {e_en[0]:.3%}"
