@@ -155,8 +155,7 @@ def _exact_parts(v, d, alpha, beta, seed):
 
 
 def PowerLawRF(v, d: int, alpha: float, beta: float, noise: AbstractNoise | None = None, *,
-               seed: int = 0, method: str = "exact", n_top: int = 64,
-               nodes_per_decade: int = 24, j_exact: int | None = None) -> Problem:
+               seed: int = 0, method: str = "exact", **options) -> Problem:
     """Power-law random features as a feature-space `Problem` (module docstring).
 
     **Arguments:**
@@ -172,8 +171,8 @@ def PowerLawRF(v, d: int, alpha: float, beta: float, noise: AbstractNoise | None
     - `method`: `"exact"` (eigendecomposition of `K = WᵀΛW`, `d ≲ 4096`,
       simulable) or `"deterministic"` (the deterministic equivalent as weighted
       nodes, any `d`, solvable only).
-    - `n_top`, `nodes_per_decade`, `j_exact`: resolution of the deterministic
-      equivalent (see `plrf_spectrum`).
+    - `**options`: resolution of the deterministic equivalent (`n_top`,
+      `nodes_per_decade`, `j_exact`, `sub_ratio`, … of `plrf_spectrum`).
 
     **Returns:** a `Problem`; `problem.noise.variance = σ² + s_irr`.
     """
@@ -182,11 +181,12 @@ def PowerLawRF(v, d: int, alpha: float, beta: float, noise: AbstractNoise | None
     v, d, alpha, beta = _check_args(v, d, alpha, beta, method == "deterministic")
     tag = "inf" if v == math.inf else str(v)
     if method == "exact":
+        if options:
+            raise ValueError(f"options {sorted(options)} apply to method='deterministic' only")
         *_, mu, U, D0, s_irr, _ = _exact_parts(v, d, alpha, beta, seed)
         return Problem(mu, D0, _label_noise(noise, s_irr), eigenvectors=U,
                        label=f"plrf(v={tag},d={d},a={alpha:g},b={beta:g},seed={seed})")
-    spec = plrf_spectrum(v, d, alpha, beta, n_top=n_top, nodes_per_decade=nodes_per_decade,
-                         j_exact=j_exact)
+    spec = plrf_spectrum(v, d, alpha, beta, **options)
     lam, w, e = spec["nodes"]
     keep = (w > 1e-12 * d) & (lam > 0)
     return Problem(lam[keep], e[keep] / (w[keep] * lam[keep]), _label_noise(noise, spec["s_irr"]),
