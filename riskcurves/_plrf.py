@@ -61,7 +61,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._compress import power_law_nodes
 from ._noise import AbstractNoise, Gaussian, Noiseless
 from .problems import Problem
 
@@ -244,7 +243,8 @@ class PowerLawRFData(eqx.Module):
         x = jax.random.normal(kx, (batch, self.W.shape[0]), dtype)
         x = x * jnp.sqrt(jnp.asarray(self.data_eigenvalues)).astype(dtype)
         phi = x @ jnp.asarray(self.W).astype(dtype)
-        y = x @ jnp.asarray(self.target).astype(dtype) + self.label_noise.sample(ke, (batch,), dtype)
+        y = (x @ jnp.asarray(self.target).astype(dtype)
+             + self.label_noise.sample(ke, (batch,), dtype))
         return phi, y - phi @ jnp.asarray(self.theta_star).astype(dtype)
 
     def excess_risk(self, delta):
@@ -328,20 +328,6 @@ def _solve_arcs(z, lam, wd, c2w, y_top, n_cont: int = 20, newton: int = 2):
     return tuple(a.reshape(-1)[:n] for a in out)
 
 
-@functools.partial(jax.jit, static_argnames=("newton",))
-def _solve_path(z, lam, wd, newton: int = 4):
-    """`m` along a path `z_0, z_1, …` (each solve warm-started from the previous)."""
-    def step(m, zc):
-        mm = m[None]
-        for _ in range(newton):
-            mm = _newton(mm, zc[None], lam, wd)
-        _, logs, _ = _sums(mm, zc[None], lam, wd, jnp.zeros_like(lam))
-        return mm[0], (mm[0], logs[0])
-
-    _, (m, logs) = jax.lax.scan(step, -1.0 / z[0], z)
-    return m, logs
-
-
 def _m_at_zero(lam, w, d):
     """Real root `m0 > 0` of `(1/d) Σ w λ m/(1 + λ m) = 1` (bisection in log m)."""
     lo, hi = -60.0, 60.0
@@ -357,14 +343,17 @@ def _m_at_zero(lam, w, d):
 
 def plrf_spectrum(v, d: int, alpha: float, beta: float, *, n_top: int = 64,
                   nodes_per_decade: int = 24, j_exact: int | None = None, ranks=None,
-                  n_arc: int = 16, sub_ratio: float = 1.05, pts_per_decade: int = 100, check: float = 1e-6) -> dict:
+                  n_arc: int = 16, sub_ratio: float = 1.05, pts_per_decade: int = 100,
+                  check: float = 1e-6) -> dict:
     """Deterministic-equivalent spectrum of `K = WᵀΛW` and the target's projections.
 
     **Arguments:** `v, d, alpha, beta` as `PowerLawRF`; `n_top`: modes resolved
     one by one; `nodes_per_decade`: rank bins per decade below them (graded toward
     the bottom edge); `j_exact`: the sums over `j ≤ j_exact` are exact, the rest
     a power-law quadrature; `ranks`: explicit increasing rank cuts in `[0, d]`
-    (overrides the two previous); `n_arc`: Gauss–Legendre points per contour.
+    (overrides the two previous); `n_arc`: Gauss–Legendre points per contour;
+    `sub_ratio`: largest `hi/lo` of a sub-arc (the nodes); `pts_per_decade`: grid of
+    the counting function used to place the cuts.
 
     **Returns:** a dict of numpy arrays over the bins, `counts` (eigenvalues per bin,
     summing to `d`), `eigenvalues` (mean eigenvalue in the bin), `energies`
