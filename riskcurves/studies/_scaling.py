@@ -26,6 +26,7 @@ from .._curve import checkpoints as _checkpoints
 from .._plrf import PowerLawRF
 from ..odes import solve_ode
 from ..optimizers import SGD
+from ..problems import Problem
 from ..theory import stability_threshold
 
 __all__ = ["ScalingLaw", "compute_optimal", "paper_exponents", "sgd_at_fraction", "plrf_phase"]
@@ -87,6 +88,16 @@ class ScalingLaw(NamedTuple):
     batch: int
 
 
+def _pad(p: Problem, n: int) -> Problem:
+    """`p` with `n` nodes: extra nodes of weight 1e-300 and zero energy (no effect)."""
+    k = n - p.n_modes
+    if k <= 0:
+        return p
+    lam = np.concatenate([p.eigenvalues, np.full(k, p.eigenvalues.min() * 1e-3)])
+    return Problem(lam, np.concatenate([p.initial_energies, np.zeros(k)]), p.noise,
+                   weights=np.concatenate([p.mode_weights, np.full(k, 1e-300)]), label=p.label)
+
+
 def _fit(x, y):
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
@@ -121,9 +132,11 @@ def compute_optimal(alpha: float, beta: float, ds, *, optimizer: Callable | None
     kmax = int(horizon / (ds[0] * batch))
     ks = _checkpoints(max(kmax, 2), 200)
     loss = np.full((ds.size, ks.size), np.nan)
+    probs = [PowerLawRF(math.inf if v_ratio is None else int(round(v_ratio * d)), int(d),
+                        alpha, beta, method="deterministic", **opts) for d in ds]
+    n_max = 64 * math.ceil(max(p.n_modes for p in probs) / 64)
     for i, d in enumerate(ds):
-        v = math.inf if v_ratio is None else int(round(v_ratio * d))
-        prob = PowerLawRF(v, int(d), alpha, beta, method="deterministic", **opts)
+        prob = _pad(probs[i], n_max)     # one node count: the ODE compiles once
         opt = make(prob)
         kd = ks[ks <= max(horizon / (d * batch), 2)]
         c = solve_ode(prob, opt, kd, throw=False, check_stability=False)
