@@ -50,7 +50,8 @@ def test_data_sampling_matches_theory_and_feature_sampling():
     The theory (exact recursion, then ODE) is exact in expectation given W, so the
     literal-data simulator and the feature-space simulator (eigenbasis sampling) must
     both agree with it within Monte-Carlo error over the whole curve: 4.5 standard
-    errors (d = 64, v = 256, 128 runs, k ≤ 16d)."""
+    errors (d = 64, v = 256, 128 runs, k ≤ 16d). Negative control: the same theory
+    without the irreducible part of the noise fails that tolerance (measured 5.8 s.e.)."""
     d, a, b = 64, 1.0, 0.7
     prob = rc.PowerLawRF(4 * d, d, a, b, seed=1)
     raw = rc.PowerLawRFData(4 * d, d, a, b, seed=1)
@@ -63,21 +64,10 @@ def test_data_sampling_matches_theory_and_feature_sampling():
         z = np.abs(sim.risk - th.risk)[1:] / sim.stderr[1:]
         rel = rc.max_rel_err(th, sim)
         assert z.max() < 4.5, f"{p.label}: max |sim − theory| = {z.max():.2f} s.e., rel {rel:.3%}"
-
-
-def test_negative_control_wrong_noise():
-    """Dropping the irreducible part of the label noise (the negative control) breaks the
-    agreement with the literal-data simulation: it fails the 4.5 s.e. tolerance above."""
-    d, a, b = 64, 1.0, 0.7
-    prob = rc.PowerLawRF(4 * d, d, a, b, seed=1)
-    raw = rc.PowerLawRFData(4 * d, d, a, b, seed=1)
-    opt = _opt(prob)
-    ks = rc.checkpoints(16 * d, 20)
-    bad = rc.solve_ode(prob.with_noise(rc.Noiseless()), opt, ks)
-    sim = rc.simulate(raw, opt, ks, n_runs=128, seed=5, check_stability=False,
-                      dtype=np.float64)
-    z = np.abs(sim.risk - bad.risk)[1:] / sim.stderr[1:]
-    assert z.max() > 4.5, f"the noiseless feature model should fail: max {z.max():.1f} s.e."
+        if p is raw:
+            bad = rc.solve_ode(prob.with_noise(rc.Noiseless()), opt, ks)
+            zb = np.abs(sim.risk - bad.risk)[1:] / sim.stderr[1:]
+            assert zb.max() > 4.5, f"noiseless feature model should fail: {zb.max():.1f} s.e."
 
 
 def _decile_errors(d, a, b, seeds):
