@@ -295,7 +295,9 @@ def _newton(m, z, lam, wd):
 
 def _sums(m, z, lam, wd, c2w):
     den = 1.0 + lam[None, :] * m[:, None]
-    resid = jnp.abs(1.0 + m * (z - jnp.sum(wd * lam / den, axis=1)))
+    s1 = jnp.sum(wd * lam / den, axis=1)
+    # relative to the size of the terms (roundoff when |m| ~ 1/x is huge)
+    resid = jnp.abs(1.0 + m * (z - s1)) / (1.0 + jnp.abs(m) * (jnp.abs(z) + jnp.abs(s1)))
     logs = jnp.sum(wd * jnp.log(den), axis=1)
     return resid, logs, jnp.sum(c2w / den, axis=1)
 
@@ -432,7 +434,7 @@ def plrf_spectrum(v, d: int, alpha: float, beta: float, *, n_top: int = 64,
     count_error = abs(float(np.sum(sub_counts)) - d) / d
     if not (res < check):
         raise ValueError(f"the deterministic-equivalent fixed point did not converge "
-                         f"(residual {res:.3g} > {check:g})")
+                         f"(relative residual {res:.3g} > {check:g})")
     if count_error > 1e-4:
         raise ValueError(f"the deterministic-equivalent bins hold {np.sum(sub_counts):.6g} "
                          f"eigenvalues instead of d = {d} (relative error {count_error:.2g})")
