@@ -27,6 +27,8 @@ from ._curve import checkpoints as checkpoints  # noqa: E402
 from ._curve import max_rel_err as max_rel_err  # noqa: E402
 from ._errors import DivergenceError as DivergenceError  # noqa: E402
 from ._errors import SolverError as SolverError  # noqa: E402
+from ._plrf import PowerLawRF as PowerLawRF  # noqa: E402
+from ._plrf import PowerLawRFData as PowerLawRFData  # noqa: E402
 from .odes import sgd_recursion as sgd_recursion  # noqa: E402
 from .odes import solve_ode as solve_ode  # noqa: E402
 from .optimizers import SGD as SGD  # noqa: E402

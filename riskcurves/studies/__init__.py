@@ -17,6 +17,11 @@ from ._phases import flip_time as flip_time
 from ._phases import local_drift_exponent as local_drift_exponent
 from ._phases import phase_diagram as phase_diagram
 from ._phases import phase_grid as phase_grid
+from ._scaling import ScalingLaw as ScalingLaw  # noqa: E402
+from ._scaling import compute_optimal as compute_optimal  # noqa: E402
+from ._scaling import paper_exponents as paper_exponents  # noqa: E402
+from ._scaling import plrf_phase as plrf_phase  # noqa: E402
+from ._scaling import sgd_at_fraction as sgd_at_fraction  # noqa: E402
 from ._schedule import optimize_schedule as optimize_schedule
 from ._schedule import schedule_risk as schedule_risk
 from ._sweep import best_lr as best_lr
