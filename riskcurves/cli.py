@@ -735,6 +735,91 @@ def _add_phase_parser(sub):
     q.set_defaults(fn=_cmd_phase_diagram)
 
 
+_COARSE_PLRF = dict(nodes_per_decade=6, sub_ratio=1.3, n_top=24, pts_per_decade=30, n_arc=12,
+                    j_exact=512)
+
+
+def _cmd_scaling_law(a):
+    """Compute-optimal frontier of SGD on PLRF at (alpha, beta); write PNG + JSON."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from riskcurves import studies
+    if not (a.d_min >= 2 and a.d_max > a.d_min and a.d_num >= 3):
+        raise ValueError(f"--d-min/--d-max/--d-num: need 2 <= d-min < d-max and d-num >= 3, "
+                         f"got {a.d_min}, {a.d_max}, {a.d_num}")
+    if not 0 < a.lr_fraction < 1:
+        raise ValueError(f"--lr-fraction must be in (0, 1), got {a.lr_fraction}")
+    if a.batch < 1:
+        raise ValueError(f"--batch must be an integer >= 1, got {a.batch}")
+    ds = np.unique(np.round(np.logspace(np.log10(a.d_min), np.log10(a.d_max), a.d_num))
+                   .astype(int))
+    t0 = time.perf_counter()
+    r = studies.compute_optimal(a.alpha, a.beta, ds,
+                                optimizer=studies.sgd_at_fraction(a.lr_fraction, a.batch),
+                                batch=a.batch, v_ratio=a.v_ratio, horizon=a.horizon,
+                                plrf_options=_COARSE_PLRF if a.coarse else None)
+    pred = studies.paper_exponents(a.alpha, a.beta)
+    phase = studies.plrf_phase(a.alpha, a.beta)
+    print(f"PLRF alpha={a.alpha:g} beta={a.beta:g} (paper's convention), phase {phase}, "
+          f"SGD at {a.lr_fraction:g} x threshold, B={a.batch}")
+    print(f"  loss exponent  L* ~ f^-eta: fitted {r.loss_exponent:.4f}, paper "
+          f"{pred['loss']:.4f}")
+    print(f"  size exponent  d* ~ f^xi : fitted {r.d_exponent:.4f}, paper {pred['d']:.4f}")
+    os.makedirs(a.out, exist_ok=True)
+    stem = f"scaling_law_a{a.alpha:g}_b{a.beta:g}_B{a.batch}_lr{a.lr_fraction:g}"
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    for i, d in enumerate(r.ds):
+        ax[0].loglog(d * r.ks[1:] * r.batch, r.loss[i, 1:], lw=0.8, alpha=0.6,
+                     label=f"d={d}" if i in (0, len(r.ds) - 1) else None)
+    ax[0].loglog(r.flops, r.frontier, "k", lw=2, label=f"frontier L*(f), fit f^-{r.loss_exponent:.3f}")
+    ax[0].set(xlabel="flops f = d·k·B", ylabel="loss L(d, f/(dB))",
+              title=f"PLRF α={a.alpha:g}, β={a.beta:g} (phase {phase}), SGD B={a.batch}")
+    ax[0].legend(fontsize=7)
+    ax[1].loglog(r.flops, r.d_opt, "k")
+    ax[1].set(xlabel="flops f", ylabel="compute-optimal d*(f)",
+              title=f"d* ~ f^{r.d_exponent:.3f} (paper {pred['d']:.3f})")
+    fig.tight_layout()
+    fig.savefig(os.path.join(a.out, stem + ".png"), dpi=120)
+    plt.close(fig)
+    out = {"alpha": a.alpha, "beta": a.beta, "phase": phase, "batch": a.batch,
+           "lr_fraction": a.lr_fraction, "loss_predicted": pred["loss"],
+           "loss_fitted": r.loss_exponent, "d_predicted": pred["d"], "d_fitted": r.d_exponent,
+           "fit_range": list(map(float, r.fit_range)), "ds": r.ds.tolist(),
+           "flops": r.flops.tolist(), "frontier": r.frontier.tolist(),
+           "d_opt": r.d_opt.tolist(), "seconds": time.perf_counter() - t0}
+    with open(os.path.join(a.out, stem + ".json"), "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {os.path.join(a.out, stem)}.png and .json")
+    return 0
+
+
+def _add_scaling_parser(sub):
+    q = sub.add_parser("scaling-law", help="compute-optimal frontier of SGD on PLRF",
+                       description="Compute-optimal scaling law of SGD on power-law random "
+                                   "features (arXiv 2405.15074 conventions: data j^-alpha, "
+                                   "target j^-beta): the frontier min_d L(d, f/(dB)), d*(f) "
+                                   "and their fitted exponents vs the paper's formulas. "
+                                   "Writes scaling_law_<parameters>.png and .json.")
+    q.add_argument("--alpha", type=float, required=True, help="data exponent (paper's alpha)")
+    q.add_argument("--beta", type=float, required=True, help="target exponent (paper's beta)")
+    q.add_argument("--d-min", type=float, default=100, help="smallest model size d")
+    q.add_argument("--d-max", type=float, default=1e5, help="largest model size d")
+    q.add_argument("--d-num", type=int, default=7, help="model sizes, log-spaced")
+    q.add_argument("--batch", type=int, default=1, help="minibatch size B")
+    q.add_argument("--lr-fraction", type=float, default=0.5,
+                   help="SGD step size as a fraction of its stability threshold")
+    q.add_argument("--v-ratio", type=float, default=None,
+                   help="data dimension v = ratio·d (default: v = infinity)")
+    q.add_argument("--horizon", type=float, default=1e12, help="largest iteration count")
+    q.add_argument("--coarse", action="store_true",
+                   help="coarser spectral nodes (faster, about 1%% less accurate)")
+    q.add_argument("--out", default="riskcurves-out", help="output folder")
+    q.set_defaults(fn=_cmd_scaling_law)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="riskcurves", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
@@ -770,6 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_optimizer_args(t, with_hyperparameters=False)
     t.set_defaults(fn=_cmd_threshold)
     _add_phase_parser(sub)
+    _add_scaling_parser(sub)
     return p
 
 

@@ -295,3 +295,20 @@ def test_figures_state_problem_noise_optimizer_and_band():
     for part in ("clipped_sgd", "lr=0.3", "clip=0.5", "B=2", prob.label, "E[ε²]=0.03"):
         assert part in default, (part, default)
     assert "lr" not in cli.run_title(prob, rc.LineSearch(batch=4)).split("\n")[0]
+
+
+def test_scaling_law_validates_before_any_solve(capsys):
+    from riskcurves.cli import main
+    assert main(["scaling-law", "--alpha", "1", "--beta", "0.7", "--d-min", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--d-min" in err[0], err
+    assert main(["scaling-law", "--alpha", "1", "--beta", "0.7", "--lr-fraction", "1.5"]) == 2
+
+
+@pytest.mark.slow
+def test_scaling_law_small_run(tmp_path):
+    from riskcurves.cli import main
+    assert main(["scaling-law", "--alpha", "1", "--beta", "0.7", "--d-min", "100",
+                 "--d-max", "3000", "--d-num", "4", "--coarse", "--out", str(tmp_path)]) == 0
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert any(f.endswith(".png") for f in files) and any(f.endswith(".json") for f in files)
