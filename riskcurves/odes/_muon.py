@@ -84,7 +84,7 @@ from ._signsvd import _check_matrix, _Equivalent, check_spectrum
 
 __all__ = ["MuonTheory", "muon_theory", "ns_map", "pole_fit", "expected_sq_norm"]
 
-NS_COEFFS = (3.4445, -4.775, 2.0315)  # optax.contrib._muon._DEFAULT_NS_COEFFS
+NS_COEFFS = (3.4445, -4.775, 2.0315)  # optax.contrib.muon's default quintic coefficients
 NS_EPS = 1e-8  # optax's Frobenius pre-scaling: M/(‖M‖_F + eps)
 
 
