@@ -68,3 +68,26 @@ def test_general_trajectory_gaussian_rows_d64():
     eg, ed = _traj(64, 16, 0.1, 0.02, 300, 16)
     msg = f"d=64 m=32 B=16 sigma=0.1 16 runs: general {eg:.3f} (tol 0.08), diagonal {ed:.3f}"
     assert eg < 0.08 and ed > 1.5 * eg, msg
+
+
+def test_discrete_map_exact_rates_and_residual():
+    """`increment` is the one-step mean map `−2ηρD + η² noise`; the ODE field's rates
+    are its exact log-rates (frozen-coefficient flow over Δk = 1 = the map, where the
+    per-step rate is <= 1/2); the Newton residual is exposed and below `residual_tol`."""
+    import jax.numpy as jnp
+
+    from riskcurves.odes._base import theory_for
+
+    p = rc.MatrixPowerLaw(16, 8, 1.5, 0.5, rc.Gaussian(0.1), rows="gaussian")
+    for closure in ("general", "diagonal"):
+        th = theory_for(rc.SignSVD(0.05, 4), p, closure=closure)
+        D = th.D0
+        a, f = th._step_rates(0.0, D)
+        np.testing.assert_allclose(th.increment(0.0, D), -a * D + f, rtol=1e-13)
+        ap, fp = th._rates(0.0, D)
+        flow = jnp.exp(-ap) * D + fp * (1 - jnp.exp(-ap)) / ap
+        ok = np.asarray(a) <= 0.5
+        assert ok.sum() > 8
+        np.testing.assert_allclose(np.asarray(flow)[ok], np.asarray(D + th.increment(0.0, D))[ok],
+                                   rtol=1e-12)
+        assert th.discrete_start and float(th.residual(0.0, D)) < th.residual_tol
