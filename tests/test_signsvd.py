@@ -287,7 +287,7 @@ def test_isotropic_signsgd_signsvd_equal_up_to_constant():
                        np.log(np.asarray(curve_g.risk[1:])))
         return float(np.max(np.abs(np.asarray(curve_s.risk[1:]) / np.exp(Pg) - 1)))
 
-    ode_g = rc.solve_ode(p, sgn, ks_g, rtol=1e-5)
+    ode_g = rc.solve_ode(p, sgn, ks_g, rtol=1e-5, transient="closure")  # the closure ODE
     e_ode = mapped(ode_g, rc.solve_ode(p, svd, ks_s, rtol=1e-5))
     curve_ratio = ode_g.risk[-1] / ode_g.risk[0]
     e_sim = mapped(rc.simulate(p, sgn, ks_g, n_runs=8, seed=0),

@@ -64,7 +64,7 @@ import numpy as np
 from ..optimizers import SignSVD
 from ._base import AbstractRateTheory, register
 from ._signsvd_common import (RESIDUAL_TOL, StepSize, check_matrix, check_spectrum,
-                              exact_rates, from_z, gamma, log_nodes, noise_mode,
+                              from_z, gamma, log_nodes, noise_mode,
                               projector_kappa, step_size, to_z)
 from ._signsvd_general import signsvd_general_theory
 
@@ -170,9 +170,9 @@ class SignSVDTheory(AbstractRateTheory):
     """Row-energy ODE of SignSVD (see module docstring). State: `D` (modes).
 
     `increment(k, D) = −2η ρ(D) D + η² noise(D)` is the one-step mean map (exact up to
-    the closure); the ODE field uses its exact log-rates
-    (`_signsvd_common.exact_rates`), so that frozen-coefficient flow over one unit of
-    `k` equals the map. `residual` is the Newton residual of the fixed point."""
+    the closure; `discrete_start = True`: the solver runs it for the first iterations);
+    the ODE field is the same expression read as a rate in continuous `k`. `residual`
+    is the Newton residual of the fixed point."""
 
     eq: _Equivalent
     D0: jax.Array
@@ -222,7 +222,7 @@ class SignSVDTheory(AbstractRateTheory):
         return -a * D + f
 
     def _rates(self, k, D):
-        return exact_rates(*self._step_rates(k, D))
+        return self._step_rates(k, D)
 
     def residual(self, k, D):
         return self.eq.solve(D)[2]

@@ -4,10 +4,7 @@
 - `gamma`: the 2×2 leave-one-out coefficients `Γ` of the deterministic equivalent.
 - `log_nodes`: the quadrature grid of the polar integral `(2/π)∫₀^∞ (t² + GGᵀ)⁻¹G dt`.
 - `check_spectrum`, `check_matrix`: argument validation.
-- `exact_rates`: the per-step rates of a one-step map `D' = (1 − a)D + f` turned into
-  the ODE rates `(−ln(1 − a), f·(−ln(1 − a))/a)` whose flow over one unit of `k`
-  with frozen coefficients *is* that map (the field then matches the discrete
-  dynamics from `k = 1` instead of only for `a ≪ 1`).
+- `StepSize`, `step_size`: `η(k)` read through the optimizer's `lr_at`.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["projector_kappa", "noise_mode", "gamma", "log_nodes", "check_spectrum",
-           "check_matrix", "exact_rates", "RESIDUAL_TOL", "StepSize", "step_size"]
+           "check_matrix", "RESIDUAL_TOL", "StepSize", "step_size"]
 
 # Newton residual (max relative residual of the three scalars over the quadrature
 # nodes) above which a fixed point counts as failed (`AbstractTheory.residual`).
@@ -102,18 +99,6 @@ def check_matrix(problem, opt):
     if not hasattr(problem, "m"):
         raise ValueError(f"{type(opt).__name__} needs a matrix problem (rc.MatrixProblem), "
                          f"got {type(problem).__name__}")
-
-
-def exact_rates(a, f, a_max: float = 0.5):
-    """ODE rates `(a', f')` whose frozen-coefficient flow over `Δk = 1` is the map
-    `D ↦ (1 − a)D + f`: `a' = r a`, `f' = r f`, `r = −ln(1 − a)/a` (`r → 1` as `a → 0`).
-    Both keep the map's equilibrium `f/a`. For `a > a_max` (a step that would move the
-    state past its equilibrium; the discrete start handles that regime exactly) `r`
-    is held at its value at `a_max`."""
-    a = jnp.clip(a, 0.0, None)
-    ac = jnp.clip(a, 1e-8, a_max)
-    r = jnp.where(a > 1e-8, -jnp.log1p(-ac) / ac, 1.0)
-    return r * a, r * f
 
 
 class StepSize(eqx.Module):

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._base import AbstractRateTheory
-from ._signsvd_common import (RESIDUAL_TOL, StepSize, exact_rates, from_z, gamma, log_nodes,
+from ._signsvd_common import (RESIDUAL_TOL, StepSize, from_z, gamma, log_nodes,
                               noise_mode, step_size, to_z)
 
 __all__ = ["GeneralEquivalent", "SignSVDGeneralTheory", "signsvd_general_theory"]
@@ -200,9 +200,9 @@ class SignSVDGeneralTheory(AbstractRateTheory):
 
     with `F`, `noise` from `GeneralEquivalent` (noise fixed to `1` or
     `λ_i/(λ_i + κ0)` where it does not depend on `S`, else the diagonal of the
-    equivalent's projector renormalised to `min(B, d, m)`); the ODE field uses the
-    exact log-rates of that map (`_signsvd_common.exact_rates`), ETD2 damping
-    `−ln(1 − 2η (F S)_ii / D_i)`. Cost `O(d³)` per field evaluation.
+    equivalent's projector renormalised to `min(B, d, m)`); `discrete_start = True`
+    (the solver runs this map first); the ODE field is the same expression in
+    continuous `k`, ETD2 damping `2η (F S)_ii / D_i`. Cost `O(d³)` per evaluation.
     """
 
     eq: GeneralEquivalent
@@ -251,7 +251,7 @@ class SignSVDGeneralTheory(AbstractRateTheory):
         return -a * D + f
 
     def _rates(self, k, D):
-        return exact_rates(*self._step_rates(k, D))
+        return self._step_rates(k, D)
 
     def residual(self, k, D):
         return self.drift_noise(D)[2]
