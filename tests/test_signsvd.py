@@ -256,7 +256,7 @@ def _iso_constants(p, B):
     D0 = jnp.asarray(p.initial_energies)
     ths = signsvd_theory(rc.SignSVD(1.0, B), p.eigenvalues, p.initial_energies, p.m,
                          sigma2=p.sigma2)
-    thg = _matrix_signsgd_theory(rc.MatrixSignSGD(1.0, B), p)
+    thg = _matrix_signsgd_theory(rc.MatrixSignSGD(1.0, B), p, transient="closure")
     a_s, n_s = ths._rates(0, D0)
     a_g, _ = thg._rates(0, D0)
     c = float(a_s[0] / a_g[0])
