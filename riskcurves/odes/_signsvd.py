@@ -177,7 +177,8 @@ class SignSVDTheory(AbstractRateTheory):
     eq: _Equivalent
     D0: jax.Array
     noise_fixed: jax.Array | None
-    step: StepSize  # η(k) = opt.lr_at(k)
+    eta: jax.Array | None  # constant step size (a leaf: sweeps by tree_at/vmap), or None
+    step: StepSize | None  # schedules: η(k) = opt.lr_at(k)
     rank: jax.Array
 
     discrete_start: ClassVar[bool] = True
@@ -228,7 +229,7 @@ class SignSVDTheory(AbstractRateTheory):
         return self.eq.solve(D)[2]
 
     def lr(self, k, D):
-        return self.step(k)
+        return self.eta if self.eta is not None else self.step(k)
 
 
 def signsvd_theory(opt, lam, D0, m, batch=None, sigma2=0.0, weights=None, *,
@@ -248,8 +249,9 @@ def signsvd_theory(opt, lam, D0, m, batch=None, sigma2=0.0, weights=None, *,
     f64 = functools.partial(jnp.asarray, dtype=jnp.float64)
     eq = _Equivalent(f64(lam), f64(w), f64(m), f64(B), f64(sigma2), int(n_nodes),
                      int(n_newton))
-    return SignSVDTheory(eq, f64(D0), None if noise is None else f64(noise), step_size(opt),
-                         f64(min(B, d_eff, m)))
+    st = step_size(opt)
+    return SignSVDTheory(eq, f64(D0), None if noise is None else f64(noise), st.eta,
+                         None if st.eta is not None else st, f64(min(B, d_eff, m)))
 
 
 _CLOSURES = ("auto", "diagonal", "general")

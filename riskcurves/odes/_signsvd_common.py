@@ -116,7 +116,9 @@ class StepSize(eqx.Module):
 
 
 def step_size(opt) -> StepSize:
-    lr = opt.lr
-    if callable(lr) or any(leaf is lr for leaf in jax.tree.leaves(opt)):
+    """A constant step size (a float, or an array leaf) is stored as a float64 `eta`
+    (so `eqx.tree_at(lambda t: t.eta, ...)` / `jax.vmap` sweep it); schedules are read
+    through `opt.lr_at(k)`."""
+    if callable(opt.lr):
         return StepSize(opt, None)
-    return StepSize(None, jnp.asarray(float(lr), jnp.float64))
+    return StepSize(None, jnp.asarray(opt.lr, jnp.float64))
