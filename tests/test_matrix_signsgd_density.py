@@ -25,7 +25,8 @@ def _errs(d, k_max, n_runs, batch=B, sigma=SIGMA, closure=True, **kw):
     ks = rc.checkpoints(k_max, 14)
     dens = matrix_signsgd_density(p, opt, ks, **kw)
     sim = rc.simulate(p, opt, ks, n_runs=n_runs, seed=0)
-    clos = rc.max_rel_err(rc.solve_ode(p, opt, ks, rtol=1e-4), sim) if closure else np.nan
+    clos = (rc.max_rel_err(rc.solve_ode(p, opt, ks, rtol=1e-4, transient="closure"), sim)
+            if closure else np.nan)
     mc = float(np.max(2 * sim.stderr[1:] / sim.risk[1:]))  # 2 s.e., relative
     return rc.max_rel_err(dens, sim), clos, mc, dens
 
@@ -86,6 +87,23 @@ def test_solve_ode_option_and_errors():
         build_grid(p, opt, n_offsets=0)
     with pytest.raises(ValueError, match="column_rows"):
         build_grid(p, opt, column_rows=5)
+
+
+def test_default_is_density_on_diagonal_k():
+    """`transient="auto"` (default): the density recursion for diagonal K and a constant
+    step size; the row-energy closure for rotated K and for schedules."""
+    p, opt = _problem(8), rc.MatrixSignSGD(2e-3, 4)
+    ks = np.array([0, 1, 5, 30])
+    a = rc.solve_ode(p, opt, ks)
+    b = matrix_signsgd_density(p, opt, ks)
+    assert np.max(np.abs(a.risk / b.risk - 1)) < 1e-12
+    c = rc.solve_ode(p.rotated(1), opt, ks)
+    d = rc.solve_ode(p.rotated(1), opt, ks, transient="closure")
+    assert np.max(np.abs(c.risk / d.risk - 1)) < 1e-12
+    sched = rc.MatrixSignSGD(rc.power_decay(2e-3, 10.0, 0.5), 4)
+    e = rc.solve_ode(p, sched, ks)
+    f = rc.solve_ode(p, sched, ks, transient="closure")
+    assert np.max(np.abs(e.risk / f.risk - 1)) < 1e-12
 
 
 def test_per_column_equals_pooled_for_one_column():

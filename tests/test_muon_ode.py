@@ -10,12 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from optax.contrib._muon import _DEFAULT_NS_COEFFS
+import optax
 
 import riskcurves as rc
 from riskcurves.odes import solve_theory
 from riskcurves.odes._muon import NS_COEFFS, expected_sq_norm, muon_theory, ns_map, pole_fit
 from riskcurves.odes._signsvd import signsvd_theory
+from riskcurves.simulate._spectral import NS_COEFFS as SIM_NS_COEFFS
 from riskcurves.simulate._spectral import newton_schulz
 
 
@@ -58,13 +59,26 @@ def test_spectral_map_is_optax_newton_schulz():
     err = float(np.max(np.abs(np.asarray(newton_schulz(G)) - ref)))
     assert err < 1e-10, f"optax NS vs U f(S/‖G‖) Vᵀ: max abs diff {err:.2e} (tol 1e-10)"
     assert ns_map(1e-6) / 1e-6 == pytest.approx(3.4445**5, rel=1e-6)  # ≈ 485: slope at 0
-    assert NS_COEFFS == tuple(float(c) for c in _DEFAULT_NS_COEFFS)
+    assert NS_COEFFS == SIM_NS_COEFFS
     _, _, _, info = pole_fit(5, 0.3)
     assert info["err_h"] < 0.02 and info["err_F"] < 0.05, (
         f"pole fits to the smoothed map: h {info['err_h']:.4f} (tol .02), "
         f"F {info['err_F']:.4f} (tol .05)")
     with pytest.raises(ValueError, match="smooth"):
         pole_fit(5, 2.0)
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (40, 24), (32, 32)])
+def test_newton_schulz_equals_optax_muon_update(shape):
+    """Our public-API Newton–Schulz equals `optax.contrib.muon`'s update (momentum 0,
+    lr 1, float32) up to optax's width factor `√max(1, cols/rows)`, to 1e-6."""
+    G = jax.random.normal(jax.random.PRNGKey(1), shape, jnp.float32)
+    G = G * (jnp.arange(1, shape[0] + 1, dtype=jnp.float32) ** -1.0)[:, None]
+    tx = optax.contrib.muon(1.0, ns_steps=5, beta=0.0, nesterov=False)
+    u, _ = tx.update(G, tx.init(G), G)
+    width = max(1.0, shape[1] / shape[0]) ** 0.5
+    err = float(jnp.max(jnp.abs(-u / width - newton_schulz(G))))
+    assert err < 1e-6, f"shape {shape}: |optax muon update − NS(G)| = {err:.2e} (tol 1e-6)"
 
 
 @pytest.mark.parametrize("B,mu", [(4, 0.0), (32, 0.0), (4, 0.9)])

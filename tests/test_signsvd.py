@@ -257,7 +257,7 @@ def _iso_constants(p, B):
     D0 = jnp.asarray(p.initial_energies)
     ths = signsvd_theory(rc.SignSVD(1.0, B), p.eigenvalues, p.initial_energies, p.m,
                          sigma2=p.sigma2)
-    thg = _matrix_signsgd_theory(rc.MatrixSignSGD(1.0, B), p)
+    thg = _matrix_signsgd_theory(rc.MatrixSignSGD(1.0, B), p, transient="closure")
     a_s, n_s = ths._rates(0, D0)
     a_g, _ = thg._rates(0, D0)
     c = float(a_s[0] / a_g[0])
@@ -288,7 +288,7 @@ def test_isotropic_signsgd_signsvd_equal_up_to_constant():
                        np.log(np.asarray(curve_g.risk[1:])))
         return float(np.max(np.abs(np.asarray(curve_s.risk[1:]) / np.exp(Pg) - 1)))
 
-    ode_g = rc.solve_ode(p, sgn, ks_g, rtol=1e-5)
+    ode_g = rc.solve_ode(p, sgn, ks_g, rtol=1e-5, transient="closure")  # the closure ODE
     e_ode = mapped(ode_g, rc.solve_ode(p, svd, ks_s, rtol=1e-5))
     curve_ratio = ode_g.risk[-1] / ode_g.risk[0]
     e_sim = mapped(rc.simulate(p, sgn, ks_g, n_runs=8, seed=0),

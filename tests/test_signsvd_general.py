@@ -12,6 +12,7 @@ from test_signsvd import mc_drift_noise
 
 import riskcurves as rc
 from riskcurves.odes._signsvd import signsvd_drift_noise
+from riskcurves.odes._signsvd_common import RESIDUAL_TOL
 from riskcurves.odes._signsvd_general import general_drift_noise
 
 
@@ -22,7 +23,7 @@ def test_general_equals_diagonal_closure_for_diagonal_S():
         A, N, res = general_drift_noise(p.eigenvalues, np.diag(p.initial_energies), p.m, B,
                                         p.sigma2)
         np.testing.assert_allclose(np.diag(np.asarray(A)), dr, rtol=2e-4)
-        assert float(res) < 1e-8
+        assert float(res) < RESIDUAL_TOL  # Newton residual of the fixed point, checked
         off = np.asarray(A) - np.diag(np.diag(np.asarray(A)))
         assert np.abs(off).max() < 1e-10  # diagonal S, diagonal K: diagonal drift
 
@@ -67,3 +68,21 @@ def test_general_trajectory_gaussian_rows_d64():
     eg, ed = _traj(64, 16, 0.1, 0.02, 300, 16)
     msg = f"d=64 m=32 B=16 sigma=0.1 16 runs: general {eg:.3f} (tol 0.08), diagonal {ed:.3f}"
     assert eg < 0.08 and ed > 1.5 * eg, msg
+
+
+def test_discrete_map_and_residual():
+    """`increment` is the one-step mean map `−2ηρD + η² noise` (the field read in
+    continuous `k` is the same expression); the Newton residual is exposed and below
+    `residual_tol`."""
+    from riskcurves.odes._base import theory_for
+
+    p = rc.MatrixPowerLaw(16, 8, 1.5, 0.5, rc.Gaussian(0.1), rows="gaussian")
+    for closure in ("general", "diagonal"):
+        th = theory_for(rc.SignSVD(0.05, 4), p, closure=closure)
+        D = th.D0
+        dr, no, _ = th.drift_noise(D)
+        np.testing.assert_allclose(th.increment(0.0, D), -2 * 0.05 * dr + 0.05**2 * no,
+                                   rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(th.vector_field(0.0, D, None), th.increment(0.0, D),
+                                   rtol=1e-12, atol=1e-15)
+        assert th.discrete_start and float(th.residual(0.0, D)) < th.residual_tol

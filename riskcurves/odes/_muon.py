@@ -72,6 +72,7 @@ References: Jordan et al., "Muon" (2024); "Phases of Muon" (arXiv 2605.09552).
 from __future__ import annotations
 
 import functools
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -80,11 +81,12 @@ import numpy as np
 
 from ..optimizers import Muon
 from ._base import AbstractRateTheory, register
-from ._signsvd import _check_matrix, _Equivalent, check_spectrum
+from ._signsvd import _Equivalent
+from ._signsvd_common import RESIDUAL_TOL, StepSize, check_matrix, check_spectrum, step_size
 
 __all__ = ["MuonTheory", "muon_theory", "ns_map", "pole_fit", "expected_sq_norm"]
 
-NS_COEFFS = (3.4445, -4.775, 2.0315)  # optax.contrib._muon._DEFAULT_NS_COEFFS
+NS_COEFFS = (3.4445, -4.775, 2.0315)  # optax.contrib.muon's default quintic coefficients
 NS_EPS = 1e-8  # optax's Frobenius pre-scaling: M/(‖M‖_F + eps)
 
 
@@ -156,18 +158,20 @@ class MuonTheory(AbstractRateTheory):
 
     eq: _Equivalent
     D0: jax.Array
-    eta: jax.Array | None
+    step: StepSize  # η(k) = opt.lr_at(k)
     t_poles: jax.Array
     c_poles: jax.Array
     e_poles: jax.Array
     momentum: jax.Array
-    schedule: object = eqx.field(static=True)
     n_lags: int = eqx.field(static=True)
     weights: str = eqx.field(static=True)  # "exact" | "effective"
     noise_correlation: bool = eqx.field(static=True)
     lag: bool = eqx.field(static=True)  # track the lagged momentum Δ̃ (μ > 0)
     spike: bool = eqx.field(static=True)  # top-singular-value correction
     ns_steps: int = eqx.field(static=True)
+
+    discrete_start: ClassVar[bool] = True
+    residual_tol: ClassVar[float] = RESIDUAL_TOL
 
     def init_state(self):
         if self.lag:  # (D, C = ⟨Δ̃, Δ⟩, D̃ = ‖Δ̃‖²) per mode
@@ -179,9 +183,19 @@ class MuonTheory(AbstractRateTheory):
         return 0.5 * jnp.sum(self.eq.w * self.eq.lam * D)
 
     def lr(self, k, D):
-        if self.schedule is not None:
-            return jnp.asarray(self.schedule(k), jnp.float64)
-        return self.eta
+        return self.step(k)
+
+    def residual(self, k, y):
+        """Newton residual of the fixed point (at the lagged `D̃` with momentum)."""
+        return self.drift_noise(k, y[2] if self.lag else y)[2]
+
+    def increment(self, k, y):
+        """The one-step mean map `E[y_{k+1}] − y_k` (the raw per-step rates)."""
+        a, f = self._step_rates(k, y)
+        return -a * y + f
+
+    def _rates(self, k, y):
+        return self._step_rates(k, y)  # the ODE: the map's per-step rates as rates in k
 
     def _classes(self, k):
         """`(B_eff, classes or None, r_l)` at time `k` (`k + 1` gradients in `M`)."""
@@ -251,7 +265,7 @@ class MuonTheory(AbstractRateTheory):
             noise = mean_sq + (noise - mean_sq) * amp
         return rho, noise, res
 
-    def _rates(self, k, y):
+    def _step_rates(self, k, y):
         if not self.lag:
             rho, noise, _ = self.drift_noise(k, y)
             eta = self.lr(k, y)
@@ -293,15 +307,14 @@ def muon_theory(opt, lam, D0, m, sigma2=0.0, weights=None, *, smooth: float = 0.
     t, c, e, _ = pole_fit(int(opt.ns_steps), float(smooth))
     f64 = functools.partial(jnp.asarray, dtype=jnp.float64)
     eq = _Equivalent(f64(lam), f64(w), f64(m), f64(opt.batch), f64(sigma2), 8, int(n_newton))
-    eta = None if callable(opt.lr) else f64(opt.lr)
-    return MuonTheory(eq, f64(D0), eta, f64(t), f64(c), f64(e), f64(mu),
-                      opt.lr if callable(opt.lr) else None, n_lags, momentum_weights,
+    return MuonTheory(eq, f64(D0), step_size(opt), f64(t), f64(c), f64(e), f64(mu),
+                      n_lags, momentum_weights,
                       bool(noise_correlation), bool(lag) and n_lags > 1, bool(spike),
                       int(opt.ns_steps))
 
 
 @register(Muon)
 def _muon_builder(opt, problem, **options) -> MuonTheory:
-    _check_matrix(problem, opt)
+    check_matrix(problem, opt)
     return muon_theory(opt, problem.eigenvalues, problem.initial_energies, problem.m,
                        sigma2=problem.sigma2, weights=problem.weights, **options)

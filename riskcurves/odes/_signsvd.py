@@ -54,6 +54,7 @@ same fixed point (`_Equivalent.at_nodes`, `_gamma` for non-uniform sample weight
 from __future__ import annotations
 
 import functools
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -62,64 +63,20 @@ import numpy as np
 
 from ..optimizers import SignSVD
 from ._base import AbstractRateTheory, register
+from ._signsvd_common import (RESIDUAL_TOL, StepSize, check_matrix, check_spectrum,
+                              from_z, gamma, log_nodes, noise_mode,
+                              projector_kappa, step_size, to_z)
+from ._signsvd_general import signsvd_general_theory
 
-__all__ = ["SignSVDTheory", "signsvd_drift_noise", "projector_kappa", "signsvd_theory"]
+# re-exported names (used by `_muon.py`, `riskcurves.theory` and the tests)
+_gamma, _check_matrix, _noise_mode = gamma, check_matrix, noise_mode
 
-
-def projector_kappa(lam, w, B: float) -> float:
-    """`κ0 > 0` solving `Σ_j w_j λ_j/(λ_j + κ0) = B` (needs `B < #{λ_j > 0}`)."""
-    lam, w = np.asarray(lam, np.float64), np.asarray(w, np.float64)
-    npos = float(np.sum(w[lam > 0]))
-    if not B < npos:
-        raise ValueError(f"`batch`={B} must be < the number of nonzero eigenvalues ({npos:g})")
-    lo, hi = np.log(lam[lam > 0].min() * 1e-12), np.log(lam.max() * 1e12 * max(npos, 1.0))
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        f = np.sum(w * lam / (lam + np.exp(mid)))
-        lo, hi = (mid, hi) if f > B else (lo, mid)
-    return float(np.exp(0.5 * (lo + hi)))
-
-
-def _gamma(x, classes=None):
-    """`(Γ11, Γ12, Γ22)`. `classes = (mult, p)`: sample-weight classes (`mult_j` samples of
-    relative weight `p_j`, `Σ mult p = B`): `Γ = (1/B) Σ_j mult_j p_j [−p_j x22,
-    1 + p_j x12, −p_j x11]/det_j`, `det_j = (1 + p_j x12)² − p_j² x11 x22` (Muon
-    momentum, `riskcurves/odes/_muon.py`); `None`: equal weights (`p = 1`)."""
-    x11, x12, x22 = x[0], x[1], x[2]
-    if classes is None:
-        det = (1 + x12) ** 2 - x11 * x22
-        return -x22 / det, (1 + x12) / det, -x11 / det
-    mult, p = classes
-    det = (1 + p * x12) ** 2 - p**2 * x11 * x22
-    q = mult * p / (det * jnp.sum(mult * p))
-    return (jnp.sum(q * -p) * x22, jnp.sum(q * (1 + p * x12)), jnp.sum(q * -p) * x11)
-
-
-def log_nodes(scale, n_nodes: int):
-    """Gauss–Legendre nodes in `log t` on `[1e-5, 1e2]·scale`, descending `t`, and
-    their weights for `∫ f(t) dt` (the polar-integral grid; `scale` ≈ `‖G‖`)."""
-    xg, wg = np.polynomial.legendre.leggauss(n_nodes)
-    lo, hi = jnp.log(scale * 1e-5), jnp.log(scale * 1e2)
-    u = 0.5 * (hi - lo) * jnp.asarray(xg[::-1]) + 0.5 * (hi + lo)
-    t = jnp.exp(u)
-    return t, 0.5 * (hi - lo) * jnp.asarray(wg[::-1]) * t
-
-
-def check_spectrum(lam, D0, weights, m):
-    """float64 `(λ, D0, w)` validated as 1-D of equal shape, and `m >= 1`."""
-    lam = np.asarray(lam, np.float64)
-    D0 = np.asarray(D0, np.float64)
-    w = np.ones_like(lam) if weights is None else np.asarray(weights, np.float64)
-    if not (lam.shape == D0.shape == w.shape) or lam.ndim != 1:
-        raise ValueError(f"`lam`, `D0`, `weights` must be 1-D of equal shape, got "
-                         f"{lam.shape}, {D0.shape}, {w.shape}")
-    if not m >= 1:
-        raise ValueError(f"`m` must be >= 1, got {m}")
-    return lam, D0, w
+__all__ = ["SignSVDTheory", "signsvd_drift_noise", "projector_kappa", "signsvd_theory",
+           "log_nodes", "check_spectrum"]
 
 
 def _blocks(x, s, a, lam, b, c, sigma2, classes=None):
-    G11, G12, G22 = _gamma(x, classes)
+    G11, G12, G22 = gamma(x, classes)
     A = -s + G11 * a
     C = 1 + G22 * c
     dM = A * C - (G12 * b) ** 2
@@ -187,13 +144,6 @@ class _Equivalent(eqx.Module):
                 return jnp.where(ok, best, x), None
             return step
 
-        def to_z(x):  # x11 < 0 < x22 on the physical branch; x12 may cross 0
-            return jnp.stack([jnp.log(jnp.maximum(-x[0], 1e-300)), x[1],
-                              jnp.log(jnp.maximum(x[2], 1e-300))])
-
-        def from_z(z):
-            return jnp.stack([-jnp.exp(z[0]), z[1], jnp.exp(z[2])])
-
         def node(carry, s):
             # predictor: linear extrapolation in log s of (log(−x11), x12, log x22)
             # from the two previous nodes; then `n_newton` damped Newton steps.
@@ -216,27 +166,23 @@ class _Equivalent(eqx.Module):
         return g11, g12n, jnp.max(res)
 
 
-def _noise_mode(lam, w, d_eff, m, B):
-    """`("ones"|"projector"|"equivalent", fixed noise or None)`."""
-    r = min(B, d_eff, m)
-    if B >= d_eff and m >= d_eff:
-        return "ones", np.ones_like(lam)
-    if B < d_eff and m >= B:
-        k0 = projector_kappa(lam, w, B)
-        return "projector", lam / (lam + k0)
-    del r
-    return "equivalent", None
-
-
 class SignSVDTheory(AbstractRateTheory):
-    """Row-energy ODE of SignSVD (see module docstring). State: `D` (modes)."""
+    """Row-energy ODE of SignSVD (see module docstring). State: `D` (modes).
+
+    `increment(k, D) = −2η ρ(D) D + η² noise(D)` is the one-step mean map (exact up to
+    the closure; `discrete_start = True`: the solver runs it for the first iterations);
+    the ODE field is the same expression read as a rate in continuous `k`. `residual`
+    is the Newton residual of the fixed point."""
 
     eq: _Equivalent
     D0: jax.Array
     noise_fixed: jax.Array | None
-    eta: jax.Array | None  # constant step size (traced: no recompilation per lr)
-    schedule: object = eqx.field(static=True)  # k -> η(k), or None
-    rank: jax.Array = eqx.field(default=None)
+    eta: jax.Array | None  # constant step size (a leaf: sweeps by tree_at/vmap), or None
+    step: StepSize | None  # schedules: η(k) = opt.lr_at(k)
+    rank: jax.Array
+
+    discrete_start: ClassVar[bool] = True
+    residual_tol: ClassVar[float] = RESIDUAL_TOL
 
     def init_state(self):
         return self.D0
@@ -262,7 +208,7 @@ class SignSVDTheory(AbstractRateTheory):
             noise = self.noise_fixed
         return rho * D, noise, res
 
-    def _rates(self, k, D):
+    def _step_rates(self, k, D):
         rho, noise_s, _ = self.eq.solve(D)
         if self.noise_fixed is None:
             noise = jnp.clip(noise_s, 0.0, 1.0)
@@ -272,10 +218,18 @@ class SignSVDTheory(AbstractRateTheory):
         eta = self.lr(k, D)
         return 2 * eta * jnp.clip(rho, 0.0, None), eta**2 * noise
 
+    def increment(self, k, D):
+        a, f = self._step_rates(k, D)
+        return -a * D + f
+
+    def _rates(self, k, D):
+        return self._step_rates(k, D)
+
+    def residual(self, k, D):
+        return self.eq.solve(D)[2]
+
     def lr(self, k, D):
-        if self.schedule is not None:
-            return jnp.asarray(self.schedule(k), jnp.float64)
-        return self.eta
+        return self.eta if self.eta is not None else self.step(k)
 
 
 def signsvd_theory(opt, lam, D0, m, batch=None, sigma2=0.0, weights=None, *,
@@ -291,19 +245,13 @@ def signsvd_theory(opt, lam, D0, m, batch=None, sigma2=0.0, weights=None, *,
         raise ValueError(f"`n_nodes` must be >= 8 and `n_newton` >= 1, got {n_nodes}, "
                          f"{n_newton}")
     d_eff = float(np.sum(w))
-    _, noise = _noise_mode(lam, w, d_eff, float(m), B)
+    _, noise = noise_mode(lam, w, d_eff, float(m), B)
     f64 = functools.partial(jnp.asarray, dtype=jnp.float64)
     eq = _Equivalent(f64(lam), f64(w), f64(m), f64(B), f64(sigma2), int(n_nodes),
                      int(n_newton))
-    eta = None if callable(opt.lr) else f64(opt.lr)
-    return SignSVDTheory(eq, f64(D0), None if noise is None else f64(noise), eta,
-                         opt.lr if callable(opt.lr) else None, f64(min(B, d_eff, m)))
-
-
-def _check_matrix(problem, opt):
-    if not hasattr(problem, "m"):
-        raise ValueError(f"{type(opt).__name__} needs a matrix problem (rc.MatrixProblem), "
-                         f"got {type(problem).__name__}")
+    st = step_size(opt)
+    return SignSVDTheory(eq, f64(D0), None if noise is None else f64(noise), st.eta,
+                         None if st.eta is not None else st, f64(min(B, d_eff, m)))
 
 
 _CLOSURES = ("auto", "diagonal", "general")
@@ -324,22 +272,19 @@ def _use_general(problem, closure: str) -> bool:
 
 
 @register(SignSVD)
-def _signsvd_builder(opt, problem, n_nodes: int = 48, n_newton: int = 3,
+def _signsvd_builder(opt, problem, n_nodes: int | None = None, n_newton: int | None = None,
                      closure: str = "auto"):
     """SignSVD ODE. `closure`: `"diagonal"` (`S = ΔΔᵀ ≈ diag(D)`, O(d) per step),
     `"general"` (drift from the general-`S` equivalent at `S(D) = g S0 g`, O(d³);
     `riskcurves.odes._signsvd_general`), or `"auto"`: general when `S0 = Δ0Δ0ᵀ` is
     not diagonal (Gaussian-row targets, `m < d`) and `d <= 256`, else diagonal."""
-    _check_matrix(problem, opt)
+    check_matrix(problem, opt)
+    options = {k: v for k, v in (("n_nodes", n_nodes), ("n_newton", n_newton)) if v is not None}
     if _use_general(problem, closure):
-        from ._signsvd_general import signsvd_general_theory
-
         return signsvd_general_theory(opt, problem.eigenvalues, problem.row_overlap0,
-                                      problem.m, problem.sigma2, n_nodes=min(n_nodes, 40),
-                                      n_newton=n_newton)
+                                      problem.m, problem.sigma2, **options)
     return signsvd_theory(opt, problem.eigenvalues, problem.initial_energies, problem.m,
-                          sigma2=problem.sigma2, weights=problem.weights, n_nodes=n_nodes,
-                          n_newton=n_newton)
+                          sigma2=problem.sigma2, weights=problem.weights, **options)
 
 
 def signsvd_drift_noise(problem, D=None, batch: int = 1, closure: str = "diagonal",
@@ -348,8 +293,6 @@ def signsvd_drift_noise(problem, D=None, batch: int = 1, closure: str = "diagona
     `(drift, noise)` numpy arrays (float64). `closure="general"` evaluates the
     general-`S` equivalent at the problem's `S0 = Δ0Δ0ᵀ` (rows rescaled to `D`)."""
     if _use_general(problem, closure):
-        from ._signsvd_general import signsvd_general_theory
-
         th = signsvd_general_theory(SignSVD(1.0, batch), problem.eigenvalues,
                                     problem.row_overlap0, problem.m, problem.sigma2,
                                     **options)

@@ -31,7 +31,8 @@ import optax.contrib
 from ..optimizers import MatrixSignSGD, Muon, SignSVD
 from ._registry import SimSpec, register
 
-__all__ = ["scale_by_polar", "polar", "polar_low_rank", "polar_svd", "newton_schulz"]
+__all__ = ["scale_by_polar", "polar", "polar_low_rank", "polar_svd", "newton_schulz",
+           "NS_COEFFS"]
 
 
 class ScaleByPolarState(NamedTuple):
@@ -145,8 +146,28 @@ def _matrix_signsgd(optimizer: MatrixSignSGD, problem) -> SimSpec:
     return SimSpec(optax.sign_sgd(optimizer.lr))
 
 
-def newton_schulz(G, ns_steps: int = 5):
-    """optax's Newton–Schulz orthogonalisation of one matrix (for diagnostics)."""
-    from optax.contrib._muon import _DEFAULT_NS_COEFFS, orthogonalize_via_newton_schulz
+NS_COEFFS = (3.4445, -4.775, 2.0315)  # optax.contrib.muon's default quintic coefficients
+NS_EPS = 1e-8  # optax's Frobenius pre-scaling: X = G/(‖G‖_F + eps)
 
-    return orthogonalize_via_newton_schulz(G, jnp.asarray(_DEFAULT_NS_COEFFS), ns_steps)
+
+def newton_schulz(G, ns_steps: int = 5, coeffs=NS_COEFFS, eps: float = NS_EPS):
+    """Newton–Schulz orthogonalisation of one matrix, as `optax.contrib.muon` does it.
+
+    `X = G/(‖G‖_F + eps)` (transposed first when `G` has more rows than columns),
+    then `ns_steps` times `X ← aX + (bA + cA²)X`, `A = XXᵀ`, `(a, b, c) = coeffs`.
+    In exact arithmetic `NS(G) = U f(S/(‖G‖_F + eps)) Vᵀ`, `f = p∘…∘p`,
+    `p(x) = ax + bx³ + cx⁵` (the spectral map used by the Muon ODE). Written here with
+    public JAX only; `tests/test_signsvd.py` checks it against optax's Muon update.
+    """
+    if isinstance(ns_steps, bool) or int(ns_steps) != ns_steps or ns_steps < 1:
+        raise ValueError(f"`ns_steps` must be an integer >= 1, got {ns_steps!r}")
+    if G.ndim != 2:
+        raise ValueError(f"`G` must be a matrix, got shape {G.shape}")
+    transpose = G.shape[0] > G.shape[1]
+    X = G.T if transpose else G
+    X = X / (jnp.linalg.norm(X) + eps)
+    a, b, c = (jnp.asarray(v, X.dtype) for v in coeffs)
+    for _ in range(int(ns_steps)):
+        A = X @ X.T
+        X = a * X + (b * A + c * (A @ A)) @ X
+    return X.T if transpose else X
