@@ -2,6 +2,7 @@
 
 from . import _adagrad as _adagrad  # registers AdaGradNorm
 from . import _clipping as _clipping  # registers ClippedSGD
+from . import _dana as _dana  # registers DANA
 from . import _linesearch as _linesearch  # registers LineSearch
 from . import _matrix_signsgd as _matrix_signsgd  # registers MatrixSignSGD
 from . import _muon as _muon  # registers Muon
@@ -13,7 +14,10 @@ from ._base import AbstractTheory as AbstractTheory
 from ._base import register as register
 from ._base import theory_for as theory_for
 from ._clipping import ClippedSGDTheory as ClippedSGDTheory
+from ._dana import DANATheory as DANATheory
 from ._linesearch import LineSearchTheory as LineSearchTheory
+from ._momentum import MomentumSGDTheory as MomentumSGDTheory
+from ._momentum import momentum_recursion as momentum_recursion
 from ._sgd import SGDTheory as SGDTheory
 from ._sgd import sgd_recursion as sgd_recursion
 from ._signsgd import SignSGDDiagonalTheory as SignSGDDiagonalTheory
