@@ -102,3 +102,22 @@ def test_grad_through_g3():
     h = 1e-5
     fd = float(final(0.01 + h) - final(0.01 - h)) / (2 * h)
     assert abs(g / fd - 1) < 1e-3, (g, fd)
+
+
+def test_divergence_time_of_dana_constant():
+    """DANA-constant with g3 = lr/10 on d = 50: the frozen-coefficient criterion
+    predicts divergence at k* ~ 157; the exact mean decreases up to k*/2 and blows up
+    by 4 k*. With g3 = lr/d the criterion never fires (F saturates at 0.976 by
+    k = 1e6): the 1/d scaling of DANA-constant."""
+    p = rc.PowerLaw(50, 1.0, 0.0, rc.Gaussian(0.1))
+    lr = 0.5 * rc.theory.stability_threshold(rc.SGD(1.0, 1), p)
+    assert rc.theory.dana_divergence_time(p, rc.DANA(lr, lr / 50), 1e6) == float("inf")
+    opt = rc.DANA(lr, lr / 10)
+    kstar = rc.theory.dana_divergence_time(p, opt, 1e6)
+    assert 50 < kstar < 1000
+    ks = np.unique(np.round([kstar / 8, kstar / 2, 4 * kstar]).astype(int))
+    r = rc.momentum_recursion(p, opt, ks).risk
+    assert r[1] < r[0] and r[2] > 50 * r[1], r
+    # the threshold at k = 0: DANA is SGD with step lr + g3
+    thr = rc.theory.stability_threshold(opt, p)
+    assert abs(thr - (2 * lr - lr / 10)) < 1e-9

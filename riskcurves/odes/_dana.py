@@ -11,7 +11,8 @@ moments `(E Δ_i², E Δ_i v_i, E v_i²)` for the first `exact_steps` iterations
 then the modified-equation ODE with 3×3 blocks (iteration time `k`). As `k`
 grows, `μ → 1` and the effective step `γ2 + γ3 k/δ` grows: DANA-constant
 (`κ = 0`) needs `g3 ∝ 1/d` and diverges once that step crosses the stability
-threshold (`riskcurves.theory.dana_divergence_time`); measured errors in
+threshold (`riskcurves.theory.dana_divergence_time`, a frozen-coefficient
+criterion); measured errors in
 docs/theory/momentum.md.
 """
 

@@ -39,11 +39,16 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from ..optimizers import DANA, SGD
+from ._stability import stability_threshold
+
 __all__ = [
     "momentum_coefficients",
     "second_moment_map",
     "momentum_kernel_norm",
     "momentum_stability_threshold",
+    "frozen_kernel_norm",
+    "dana_divergence_time",
 ]
 
 
@@ -76,19 +81,21 @@ def second_moment_map(lam, mu, c, e, batch, xp=jnp):
     return T, u
 
 
-def _blocks(problem, lr, momentum, batch, nesterov):
-    mu, c, e = momentum_coefficients(float(lr), float(momentum), nesterov)
-    lam = np.asarray(problem.eigenvalues, np.float64)
-    return second_moment_map(lam, mu, c, e, float(batch), xp=np)
-
-
 def momentum_kernel_norm(problem, lr, momentum, batch=1, nesterov: bool = False) -> float:
     """`F(η)` of the module docstring (`inf` if some block has `ρ(T_i) >= 1`).
 
     The risk of heavy-ball/Nesterov SGD at constant `(η, μ)` converges (to a finite
     noise floor) iff `F < 1`.
     """
-    T, u = _blocks(problem, lr, momentum, batch, nesterov)
+    mu, c, e = momentum_coefficients(float(lr), float(momentum), nesterov)
+    return frozen_kernel_norm(problem, mu, c, e, batch)
+
+
+def frozen_kernel_norm(problem, mu, c, e, batch=1) -> float:
+    """`F` for the update `v' = μv + g`, `Δ' = Δ − c g − e v` with frozen coefficients
+    (`inf` if some block has `ρ(T_i) >= 1`)."""
+    lam = np.asarray(problem.eigenvalues, np.float64)
+    T, u = second_moment_map(lam, float(mu), float(c), float(e), float(batch), xp=np)
     if np.max(np.abs(np.linalg.eigvals(T))) >= 1.0:
         return math.inf
     h = np.linalg.solve(np.eye(3)[None] - T, u[..., None])[..., 0, 0]
@@ -130,3 +137,32 @@ def momentum_stability_threshold(problem, momentum, batch=1, nesterov: bool = Fa
         if hi - lo <= 1e-14 * hi:
             break
     return lo
+
+
+def _dana_coefficients(opt: DANA, k: float):
+    mu = k / (float(opt.delta) + k)
+    b = float(opt.g3) * (1.0 + k) ** (-float(opt.kappa))
+    return mu, float(opt.lr_at(k)) + b, b * mu
+
+
+def dana_divergence_time(problem, optimizer: DANA, k_max: float = 1e12, n: int = 400) -> float:
+    """First iteration `k <= k_max` at which DANA's frozen coefficients
+    `(μ(k), γ2(k) + γ3(k), γ3(k) μ(k))` are unstable (`frozen_kernel_norm >= 1`), on
+    `n` log-spaced `k`; `inf` if none. A quasi-static prediction of when the risk
+    of DANA-constant starts to blow up (its effective step `γ2 + γ3 (δ + k)/δ`
+    grows without bound)."""
+    if not isinstance(optimizer, DANA):
+        raise ValueError(f"`optimizer` must be a DANA config, got {type(optimizer).__name__}")
+    for k in np.unique(np.concatenate([[0.0], np.logspace(0, np.log10(k_max), n)])):
+        if frozen_kernel_norm(problem, *_dana_coefficients(optimizer, k), optimizer.batch) >= 1:
+            return float(k)
+    return math.inf
+
+
+@stability_threshold.register(DANA)
+def _dana_threshold(optimizer: DANA, problem) -> float:
+    """Largest stable constant `γ2` at `k = 0` (where DANA is SGD with step
+    `γ2 + g3`): the SGD threshold minus `g3`. Later divergence from the growing
+    momentum is `dana_divergence_time`."""
+    sgd = stability_threshold(SGD(1.0, optimizer.batch), problem)
+    return max(sgd - float(optimizer.g3), 0.0)
