@@ -188,9 +188,9 @@ def test_momentum_is_a_traced_leaf():
 def test_long_horizon_compressed():
     """d = 1e6 compressed, k up to 1e6: the block ODE stays stable and cheap."""
     p = rc.PowerLaw(10**6, 1.5, 0.5, rc.Gaussian(0.1), compressed=True)
-    opt = rc.SGD(0.05, 1, momentum=0.9)
+    opt = _opt(p, 0.9, 4, False)  # 332 nodes; measured: 4055 steps (B = 1: 7508)
     ks = rc.checkpoints(10**6, 30)
     ode = rc.solve_ode(p, opt, ks)
     assert ode.status == "ok"
-    assert np.all(np.isfinite(ode.risk)) and np.all(np.diff(ode.risk[5:]) <= 0)
-    assert ode.meta["solver"]["num_steps"] < 5000
+    assert np.all(np.isfinite(ode.risk)) and np.all(np.diff(ode.risk[ks >= 100]) <= 1e-12)
+    assert ode.meta["solver"]["num_steps"] < 6000
