@@ -90,13 +90,15 @@ def test_ode_vs_simulation(kappa):
     assert err < 0.03 and np.max(np.abs(z)) < 4.5, msg
 
 
+@pytest.mark.slow
 def test_grad_through_g3():
     """g3, delta and kappa are array leaves: jax.grad of the final risk."""
     p = rc.PowerLaw(30, 1.0, 0.5, rc.Gaussian(0.1))
-    ks = rc.checkpoints(1500, 8)
+    ks = rc.checkpoints(1200, 8)
 
     def final(g3):
-        return rc.solve_ode(p, rc.DANA(0.05, g3, kappa=0.3), ks).risk[-1]
+        return rc.solve_ode(p, rc.DANA(0.05, g3, batch=4, kappa=0.3), ks,
+                            exact_steps=256).risk[-1]
 
     g = float(jax.grad(final)(0.01))
     h = 1e-5
