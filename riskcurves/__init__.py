@@ -25,11 +25,11 @@ from ._curve import checkpoints as checkpoints  # noqa: E402
 from ._curve import max_rel_err as max_rel_err  # noqa: E402
 from ._errors import DivergenceError as DivergenceError  # noqa: E402
 from ._errors import SolverError as SolverError  # noqa: E402
+from .odes import momentum_recursion as momentum_recursion  # noqa: E402
 from .odes import sgd_recursion as sgd_recursion  # noqa: E402
 from .odes import solve_ode as solve_ode  # noqa: E402
-from .optimizers import SGD as SGD  # noqa: E402
 from .optimizers import DANA as DANA  # noqa: E402
-from .odes import momentum_recursion as momentum_recursion  # noqa: E402
+from .optimizers import SGD as SGD  # noqa: E402
 from .optimizers import AbstractOptimizer as AbstractOptimizer  # noqa: E402
 from .optimizers import AdaGradNorm as AdaGradNorm  # noqa: E402
 from .optimizers import ClippedSGD as ClippedSGD  # noqa: E402
