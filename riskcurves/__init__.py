@@ -29,8 +29,10 @@ from ._errors import DivergenceError as DivergenceError  # noqa: E402
 from ._errors import SolverError as SolverError  # noqa: E402
 from ._plrf import PowerLawRF as PowerLawRF  # noqa: E402
 from ._plrf import PowerLawRFData as PowerLawRFData  # noqa: E402
+from .odes import momentum_recursion as momentum_recursion  # noqa: E402
 from .odes import sgd_recursion as sgd_recursion  # noqa: E402
 from .odes import solve_ode as solve_ode  # noqa: E402
+from .optimizers import DANA as DANA  # noqa: E402
 from .optimizers import SGD as SGD  # noqa: E402
 from .optimizers import AbstractOptimizer as AbstractOptimizer  # noqa: E402
 from .optimizers import AbstractSchedule as AbstractSchedule  # noqa: E402

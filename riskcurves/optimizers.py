@@ -52,6 +52,7 @@ __all__ = [
     "SignSVD",
     "Muon",
     "MatrixSignSGD",
+    "DANA",
 ]
 
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
@@ -425,3 +426,48 @@ class MatrixSignSGD(AbstractOptimizer):
     def __init__(self, lr=1e-3, batch=1):
         self.lr = check_lr(lr)
         self.batch = check_batch(batch)
+
+
+# ---- momentum with two step sizes --------------------------------------------------
+class DANA(AbstractOptimizer):
+    """DANA (dimension-adapted Nesterov acceleration; Ferbach, Everett, Gidel,
+    C. Paquette, E. Paquette 2025, "Dimension-adapted Momentum Outscales SGD",
+    arXiv:2505.16098), as in the authors' optax code:
+
+        y_{k+1} = (1 − Δ(k)) y_k + g_k,          Δ(k) = δ / (δ + k),
+        θ_{k+1} = θ_k − γ2(k) g_k − γ3(k) y_{k+1},  γ3(k) = g3 (1 + k)^(−κ)
+
+    (iteration time `k`, `g_k` the minibatch gradient, `y_0 = 0`). `lr` is `γ2`
+    (a float or a schedule). DANA-constant: `kappa=0` with `g3 ∝ 1/d` (the
+    authors use `g3 = c·lr/d`); DANA-decaying: `kappa = 1/(2α)` on a power law
+    of data exponent `α` (`g3 = c·lr`). `delta` `δ > 0` (the authors use 8, or
+    `4 + (α + β)/α`); `variant` reports which of the two `kappa` gives.
+    """
+
+    g3: Any
+    delta: Any
+    kappa: Any
+    name: ClassVar[str] = "dana"
+
+    def __init__(self, lr=0.1, g3=1e-3, batch=1, delta=8.0, kappa=0.0):
+        self.lr = check_lr(lr)
+        self.batch = check_batch(batch)
+        self.g3 = _check_positive(g3, "g3", allow_zero=True)
+        self.delta = _check_positive(delta, "delta")
+        self.kappa = _check_positive(kappa, "kappa", allow_zero=True)
+
+    @property
+    def variant(self) -> str:
+        """`"constant"` (`kappa == 0`) or `"decaying"`."""
+        if is_concrete(self.kappa) and float(np.asarray(self.kappa)) == 0.0:
+            return "constant"
+        return "decaying"
+
+    def momentum_at(self, k):
+        """`1 − Δ(k) = k / (δ + k)`."""
+        k = jnp.asarray(k)
+        return k / (self.delta + k)
+
+    def g3_at(self, k):
+        """`γ3(k) = g3 (1 + k)^(−κ)`."""
+        return self.g3 * (1.0 + jnp.asarray(k)) ** (-self.kappa)

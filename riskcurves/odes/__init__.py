@@ -2,6 +2,7 @@
 
 from . import _adagrad as _adagrad  # registers AdaGradNorm
 from . import _clipping as _clipping  # registers ClippedSGD
+from . import _dana as _dana  # registers DANA
 from . import _linesearch as _linesearch  # registers LineSearch
 from . import _matrix_signsgd as _matrix_signsgd  # registers MatrixSignSGD
 from . import _muon as _muon  # registers Muon
@@ -16,6 +17,9 @@ from ._clipping import ClippedSGDTheory as ClippedSGDTheory
 from ._clipping import ClippedSGDTopModes as ClippedSGDTopModes
 from ._linesearch import LineSearchTheory as LineSearchTheory
 from ._linesearch import LineSearchTopModes as LineSearchTopModes
+from ._dana import DANATheory as DANATheory
+from ._momentum import MomentumSGDTheory as MomentumSGDTheory
+from ._momentum import momentum_recursion as momentum_recursion
 from ._sgd import SGDTheory as SGDTheory
 from ._sgd import sgd_recursion as sgd_recursion
 from ._signsgd import SignSGDDiagonalTheory as SignSGDDiagonalTheory

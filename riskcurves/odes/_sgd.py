@@ -38,6 +38,7 @@ from .._curve import Curve, validate_checkpoints
 from ..optimizers import SGD, numeric
 from ..problems import Problem
 from ._base import AbstractRateTheory, register
+from ._momentum import momentum_sgd_theory
 
 __all__ = ["SGDTheory", "sgd_recursion", "sgd_rates", "sgd_plain_rates"]
 
@@ -111,10 +112,13 @@ class SGDTheory(AbstractRateTheory):
 
 
 @register(SGD)
-def _sgd_theory(opt: SGD, problem: Problem, rates: str = "exact"):
+def _sgd_theory(opt: SGD, problem: Problem, rates: str = "exact", field: str = "modified"):
     """Builder; option `rates`: `"exact"` (default: exact per-step log-rates and the
     half-step lag of the forcing), `"logrates"` (log-rates only) or `"plain"` (the
-    plain continuous ODE)."""
+    plain continuous ODE). With momentum: `MomentumSGDTheory` (option `field`,
+    see `riskcurves.odes._momentum`)."""
+    if opt.has_momentum:
+        return momentum_sgd_theory(opt, problem, field)
     if rates not in ("exact", "logrates", "plain"):
         raise ValueError(f"`rates` must be 'exact', 'logrates' or 'plain', got {rates!r}")
     opt = numeric(opt)

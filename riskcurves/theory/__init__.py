@@ -8,6 +8,8 @@ from ._adagrad import adagrad_norm_phase as adagrad_norm_phase
 from ._adagrad import two_level_line_search_limit as two_level_line_search_limit
 from ._adagrad import two_level_sgd_best_rate as two_level_sgd_best_rate
 from ._clipping import best_threshold as best_threshold
+from ._momentum import dana_divergence_time as dana_divergence_time
+from ._momentum import momentum_stability_threshold as momentum_stability_threshold
 from ._clipping import check_intrinsic_dimension as check_intrinsic_dimension
 from ._clipping import clip_coefficients as clip_coefficients
 from ._clipping import clipped_gain as clipped_gain
