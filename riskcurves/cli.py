@@ -774,7 +774,8 @@ def _cmd_scaling_law(a):
     for i, d in enumerate(r.ds):
         ax[0].loglog(d * r.ks[1:] * r.batch, r.loss[i, 1:], lw=0.8, alpha=0.6,
                      label=f"d={d}" if i in (0, len(r.ds) - 1) else None)
-    ax[0].loglog(r.flops, r.frontier, "k", lw=2, label=f"frontier L*(f), fit f^-{r.loss_exponent:.3f}")
+    ax[0].loglog(r.flops, r.frontier, "k", lw=2,
+                 label=f"frontier L*(f), fit f^-{r.loss_exponent:.3f}")
     ax[0].set(xlabel="flops f = d·k·B", ylabel="loss L(d, f/(dB))",
               title=f"PLRF α={a.alpha:g}, β={a.beta:g} (phase {phase}), SGD B={a.batch}")
     ax[0].legend(fontsize=7)

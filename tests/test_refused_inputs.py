@@ -16,7 +16,8 @@ def test_schedule_that_turns_negative():
     sched = lambda k: 0.1 - 1e-3 * k  # noqa: E731 — zero at k = 100, negative after
     for fn in (lambda: rc.solve_ode(_P, rc.SGD(sched, 2), _KS),
                lambda: rc.simulate(_P, rc.SGD(sched, 2), _KS, n_runs=2)):
-        with pytest.raises(ValueError, match=r"`lr` schedule must be finite and > 0.*η\(100\) = 0.0"):
+        with pytest.raises(ValueError,
+                           match=r"`lr` schedule must be finite and > 0.*η\(100\) = 0.0"):
             fn()
 
 

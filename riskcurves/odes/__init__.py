@@ -15,9 +15,9 @@ from ._base import register as register
 from ._base import theory_for as theory_for
 from ._clipping import ClippedSGDTheory as ClippedSGDTheory
 from ._clipping import ClippedSGDTopModes as ClippedSGDTopModes
+from ._dana import DANATheory as DANATheory
 from ._linesearch import LineSearchTheory as LineSearchTheory
 from ._linesearch import LineSearchTopModes as LineSearchTopModes
-from ._dana import DANATheory as DANATheory
 from ._momentum import MomentumSGDTheory as MomentumSGDTheory
 from ._momentum import momentum_recursion as momentum_recursion
 from ._sgd import SGDTheory as SGDTheory

@@ -27,8 +27,7 @@ import jax.numpy as jnp
 from ..optimizers import DANA, numeric
 from ..problems import Problem
 from ._base import register
-from ._momentum import (AbstractMomentumTheory, check_field, momentum_init_state,
-                        momentum_scale)
+from ._momentum import AbstractMomentumTheory, check_field, momentum_init_state, momentum_scale
 
 __all__ = ["DANATheory"]
 

@@ -63,9 +63,19 @@ import numpy as np
 
 from ..optimizers import SignSVD
 from ._base import AbstractRateTheory, register
-from ._signsvd_common import (RESIDUAL_TOL, StepSize, check_matrix, check_spectrum,
-                              from_z, gamma, log_nodes, noise_mode,
-                              projector_kappa, step_size, to_z)
+from ._signsvd_common import (
+    RESIDUAL_TOL,
+    StepSize,
+    check_matrix,
+    check_spectrum,
+    from_z,
+    gamma,
+    log_nodes,
+    noise_mode,
+    projector_kappa,
+    step_size,
+    to_z,
+)
 from ._signsvd_general import signsvd_general_theory
 
 # re-exported names (used by `_muon.py`, `riskcurves.theory` and the tests)

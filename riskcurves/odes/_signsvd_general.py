@@ -46,8 +46,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._base import AbstractRateTheory
-from ._signsvd_common import (RESIDUAL_TOL, StepSize, from_z, gamma, log_nodes,
-                              noise_mode, step_size, to_z)
+from ._signsvd_common import (
+    RESIDUAL_TOL,
+    StepSize,
+    from_z,
+    gamma,
+    log_nodes,
+    noise_mode,
+    step_size,
+    to_z,
+)
 
 __all__ = ["GeneralEquivalent", "SignSVDGeneralTheory", "signsvd_general_theory"]
 

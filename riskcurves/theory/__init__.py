@@ -8,8 +8,6 @@ from ._adagrad import adagrad_norm_phase as adagrad_norm_phase
 from ._adagrad import two_level_line_search_limit as two_level_line_search_limit
 from ._adagrad import two_level_sgd_best_rate as two_level_sgd_best_rate
 from ._clipping import best_threshold as best_threshold
-from ._momentum import dana_divergence_time as dana_divergence_time
-from ._momentum import momentum_stability_threshold as momentum_stability_threshold
 from ._clipping import check_intrinsic_dimension as check_intrinsic_dimension
 from ._clipping import clip_coefficients as clip_coefficients
 from ._clipping import clipped_gain as clipped_gain
@@ -17,6 +15,8 @@ from ._clipping import clipped_gain_ratio as clipped_gain_ratio
 from ._clipping import intrinsic_dimension as intrinsic_dimension
 from ._clipping import median_abs_noise as median_abs_noise
 from ._clipping import prob_not_clipped as prob_not_clipped
+from ._momentum import dana_divergence_time as dana_divergence_time
+from ._momentum import momentum_stability_threshold as momentum_stability_threshold
 from ._noise_expectations import effective_sign_gain as effective_sign_gain
 from ._noise_expectations import expected_clipped_square as expected_clipped_square
 from ._noise_expectations import mixture as mixture

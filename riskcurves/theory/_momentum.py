@@ -39,8 +39,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from ..optimizers import DANA, SGD
-from ._stability import stability_threshold
+from ..optimizers import DANA
 
 __all__ = [
     "momentum_coefficients",
@@ -157,12 +156,3 @@ def dana_divergence_time(problem, optimizer: DANA, k_max: float = 1e12, n: int =
         if frozen_kernel_norm(problem, *_dana_coefficients(optimizer, k), optimizer.batch) >= 1:
             return float(k)
     return math.inf
-
-
-@stability_threshold.register(DANA)
-def _dana_threshold(optimizer: DANA, problem) -> float:
-    """Largest stable constant `γ2` at `k = 0` (where DANA is SGD with step
-    `γ2 + g3`): the SGD threshold minus `g3`. Later divergence from the growing
-    momentum is `dana_divergence_time`."""
-    sgd = stability_threshold(SGD(1.0, optimizer.batch), problem)
-    return max(sgd - float(optimizer.g3), 0.0)

@@ -18,7 +18,8 @@ import math
 import numpy as np
 
 from .._errors import DivergenceError
-from ..optimizers import SGD
+from ..optimizers import DANA, SGD
+from ._momentum import momentum_stability_threshold
 
 __all__ = ["stability_threshold", "check_stable", "sgd_kernel_norm"]
 
@@ -42,6 +43,9 @@ def stability_threshold(optimizer, problem) -> float:
 @stability_threshold.register(SGD)
 def _(optimizer: SGD, problem) -> float:
     B = optimizer.batch
+    if optimizer.has_momentum:  # heavy ball / Nesterov: per-mode 3×3 blocks (momentum.md)
+        return momentum_stability_threshold(problem, float(optimizer.momentum), B,
+                                            optimizer.nesterov)
     lam_max = float(np.max(problem.eigenvalues))
     if lam_max <= 0:
         return math.inf
@@ -82,3 +86,12 @@ def check_stable(problem, optimizer, k_max: int = 1) -> float:
             threshold=thr,
         )
     return thr
+
+
+@stability_threshold.register(DANA)
+def _dana_threshold(optimizer: DANA, problem) -> float:
+    """Largest stable constant `γ2` at `k = 0` (where DANA is SGD with step
+    `γ2 + g3`): the SGD threshold minus `g3`. Later divergence from the growing
+    momentum is `dana_divergence_time`."""
+    sgd = stability_threshold(SGD(1.0, optimizer.batch), problem)
+    return max(sgd - float(optimizer.g3), 0.0)
