@@ -19,7 +19,7 @@ _SMALL = ["--d", "60", "--steps", "20", "--n-runs", "2"]
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["compare", "--lr", "-0.1"], "`lr` must be finite and > 0"),
+    (["compare", "--lr", "-0.1"], "`lr` must be a finite float > 0"),
     (["compare", "--batch", "0"], "`batch` must be an integer >= 1"),
     (["compare", "--optimizer", "adam"], "--optimizer must be one of"),
     (["compare", "--noise", "cauchy:1"], "--noise must be one of"),

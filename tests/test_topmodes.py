@@ -2,7 +2,7 @@
 
 Line search and clipped SGD on power laws with `α ≥ 1`, where a few top modes hold
 the risk and the mean-field ODEs are 5–15% off at every `d`. Agreement follows
-SPEC §9 on every checkpoint `k ≥ 1`: `|sim − theory| ≤ 3% · theory + 2 s.e.(sim)`;
+setting.md §9 on every checkpoint `k ≥ 1`: `|sim − theory| ≤ 3% · theory + 2 s.e.(sim)`;
 each case has its negative control, the mean-field ODE (`topmodes=0`), which must
 fail the same tolerance.
 """
@@ -94,7 +94,7 @@ def test_first_step_exact_and_deterministic():
     assert 0 < spread < 0.02, f"seed 0 vs 1: max rel diff {spread:.4f}"
 
 
-# ---- agreement on power laws (SPEC §9) with negative controls ------------------------------
+# ---- agreement on power laws (setting.md §9) with negative controls ------------------------------
 @pytest.mark.parametrize("alpha", [1.0, 1.5])
 def test_line_search_power_law(alpha):
     """d = 64, B = 1, σ = 0.1, k ≤ 256, 512 runs. Measured with 1024 runs

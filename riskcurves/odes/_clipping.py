@@ -36,6 +36,7 @@ Options of `solve_ode(problem, ClippedSGD(...), ks, **options)`:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import diffrax
 import equinox as eqx
@@ -68,6 +69,8 @@ class ClippedSGDTheory(AbstractTheory):
     `lr_scale` and `clip_eff` (`c' = c/√(tr K)`, `inf` = no clipping) are array
     leaves, so sweeps over them reuse one compilation (and can be vmapped).
     """
+
+    discrete_start: ClassVar[bool] = True  # the field is the expected one-step increment
 
     lam: jax.Array
     weights: jax.Array

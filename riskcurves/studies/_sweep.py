@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,21 +53,21 @@ _CACHE: dict = {}
 
 
 def _compiled(problem, make_optimizer, options):
-    # one jitted function per (problem structure, factory, options): the problem's
-    # arrays are arguments, so a new spectrum of the same shape does not recompile
-    key = (id(make_optimizer), options)
+    # one jitted function per (problem, factory, options); the problem is closed over
+    # (concrete: theories may inspect it, e.g. the top-mode rule), the values and the
+    # checkpoints are traced, so new values and horizons do not recompile
+    key = (id(problem), id(make_optimizer), options)
     if key not in _CACHE:
         opts = dict(options)
 
-        @eqx.filter_jit
-        def run(prob, vals, ks):
-            return jax.vmap(lambda v: solve_ode(prob, make_optimizer(v), ks, **opts))(vals)
+        @jax.jit
+        def run(vals, ks):
+            return jax.vmap(lambda v: solve_ode(problem, make_optimizer(v), ks, **opts))(vals)
 
-        _CACHE[key] = run
+        _CACHE[key] = (problem, make_optimizer, run)  # keep the objects alive with their id
         if len(_CACHE) > 64:
             _CACHE.pop(next(iter(_CACHE)))
-    run = _CACHE[key]
-    return lambda vals, ks: run(problem, vals, ks)
+    return _CACHE[key][2]
 
 
 def envelope(risks, grid):
