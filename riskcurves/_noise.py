@@ -72,6 +72,8 @@ class AbstractNoise(eqx.Module):
     def variance(self) -> float:
         """`E[ε²]` (raises `ValueError` when it is infinite)."""
         w, v = self.scale_mixture()
+        if isinstance(w, np.ndarray) and isinstance(v, np.ndarray):  # concrete parameters
+            return float(np.sum(w * v))
         return _maybe_float(jnp.sum(jnp.asarray(w) * jnp.asarray(v)))
 
     @property

@@ -98,7 +98,7 @@ def _subparsers(parser):
 
 def test_every_option_has_help_and_shows_its_default(capsys):
     subs = _subparsers(build_parser())
-    assert set(subs) == {"demo", "compare", "threshold", "phase-diagram"}
+    assert set(subs) == {"demo", "compare", "threshold", "phase-diagram", "scaling-law"}
     for name, sp in subs.items():
         for action in sp._actions:
             if isinstance(action, argparse._HelpAction):

@@ -36,7 +36,6 @@ Options of `solve_ode(problem, ClippedSGD(...), ks, **options)`:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
 
 import diffrax
 import equinox as eqx
@@ -70,7 +69,6 @@ class ClippedSGDTheory(AbstractTheory):
     leaves, so sweeps over them reuse one compilation (and can be vmapped).
     """
 
-    discrete_start: ClassVar[bool] = True  # the field is the expected one-step increment
 
     lam: jax.Array
     weights: jax.Array

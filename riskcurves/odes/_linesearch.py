@@ -30,8 +30,6 @@ mean-field ODE above, 11–13% off there at every `d` (`η(Δ)` does not concent
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -63,7 +61,6 @@ def line_search_step(lam, weights, D, sigma2, batch: int):
 class LineSearchTheory(AbstractTheory):
     """ODE of SGD with the exact line-search step (see module docstring)."""
 
-    discrete_start: ClassVar[bool] = True  # the field is the expected one-step increment
 
     lam: jnp.ndarray
     weights: jnp.ndarray

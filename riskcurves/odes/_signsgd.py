@@ -39,8 +39,6 @@ exactly); see `docs/theory/signsgd.md`.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -65,7 +63,6 @@ _DRIFTS = ("exact", "arcsin", "linear")
 class SignSGDDiagonalTheory(AbstractTheory):
     """Mode-energy ODE of SignSGD on a diagonal `K` (see module docstring)."""
 
-    discrete_start: ClassVar[bool] = True  # the field is the expected one-step increment
 
     lam: jax.Array
     weights: jax.Array
