@@ -14,7 +14,6 @@ from typing import Any
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["Curve", "max_rel_err", "checkpoints", "STATUS", "status_code"]
@@ -234,7 +233,3 @@ def max_rel_err(theory: Curve, sims: Curve, k_min: int = 1, field: str = "risk")
 def as_numpy(curve: Curve) -> Curve:
     """A concrete curve with numpy arrays (for printing, JSON and plotting)."""
     return jax.tree.map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, curve)
-
-
-def _nan_like(ks):
-    return jnp.full(np.shape(ks), jnp.nan)

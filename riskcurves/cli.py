@@ -804,8 +804,10 @@ def _add_scaling_parser(sub):
                                    "target j^-beta): the frontier min_d L(d, f/(dB)), d*(f) "
                                    "and their fitted exponents vs the paper's formulas. "
                                    "Writes scaling_law_<parameters>.png and .json.")
-    q.add_argument("--alpha", type=float, required=True, help="data exponent (paper's alpha; required, no default)")
-    q.add_argument("--beta", type=float, required=True, help="target exponent (paper's beta; required, no default)")
+    q.add_argument("--alpha", type=float, required=True,
+                   help="data exponent (paper's alpha; required, no default)")
+    q.add_argument("--beta", type=float, required=True,
+                   help="target exponent (paper's beta; required, no default)")
     q.add_argument("--d-min", type=float, default=100, help="smallest model size d")
     q.add_argument("--d-max", type=float, default=1e5, help="largest model size d")
     q.add_argument("--d-num", type=int, default=7, help="model sizes, log-spaced")

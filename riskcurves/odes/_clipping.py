@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -59,7 +58,7 @@ from ._topmodes import (
     hybrid_fields,
 )
 
-__all__ = ["ClippedSGDTheory", "ClippedSGDTopModes", "final_risks"]
+__all__ = ["ClippedSGDTheory", "ClippedSGDTopModes"]
 
 
 class ClippedSGDTheory(AbstractTheory):
@@ -205,48 +204,3 @@ def _clipped_theory(opt: ClippedSGD, problem: Problem, finite_lr_correction: boo
     if opt.constant_lr:
         return _theory(problem, opt.lr, c_eff, opt.batch, finite_lr_correction)
     return _theory(problem, 1.0, c_eff, opt.batch, finite_lr_correction, schedule=opt.lr)
-
-
-_CHUNK = 32
-
-
-@eqx.filter_jit
-def _final(theory, etas, ceffs, t1, rtol, max_steps):
-    from ._solver import ETD2
-
-    def one(eta, c):
-        th = eqx.tree_at(lambda t: (t.lr_scale, t.clip_eff), theory, (eta, c))
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(th.vector_field), ETD2(th.damping), t0=0.0, t1=t1, dt0=None,
-            y0=th.init_state(), saveat=diffrax.SaveAt(t1=True, fn=lambda t, y, a: th.risk(y)),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=1e-30),
-            max_steps=max_steps, throw=False)
-        ok = sol.result == diffrax.RESULTS.successful
-        return jnp.where(ok, sol.ys[-1], jnp.nan)
-
-    return jax.vmap(one)(etas, ceffs)
-
-
-def final_risks(problem: Problem, lrs, clip_effs, horizon: int, *, batch: int = 1,
-                rtol: float = 1e-4, finite_lr_correction: bool = True,
-                max_steps: int = 20_000) -> np.ndarray:
-    """ODE risk at `horizon` for each pair `(lrs[j], clip_effs[j])`, in one vmapped solve.
-
-    `clip_effs` are effective thresholds `c' = c/√(tr K)`; `inf` is plain SGD
-    (`μ = 1`, `ν = (2P + σ²)/B`, `G = 1 + 1/B`). Constant step sizes only. NaN
-    marks a failed solve; a diverged run gives a huge or non-finite risk.
-    """
-    lrs = np.asarray(lrs, np.float64)
-    ce = np.broadcast_to(np.asarray(clip_effs, np.float64), lrs.shape)
-    if np.all(np.isfinite(ce)):
-        _check_batch_noise(problem.noise, batch)
-    th = _theory(problem, 1.0, 1.0, batch, finite_lr_correction)
-    e, c = lrs.ravel(), ce.ravel()
-    n = e.size
-    pad = -n % _CHUNK  # fixed chunk size: one compilation for every grid size
-    e, c = np.concatenate([e, np.full(pad, e[-1])]), np.concatenate([c, np.full(pad, c[-1])])
-    parts = [np.asarray(_final(th, jnp.asarray(e[i:i + _CHUNK]), jnp.asarray(c[i:i + _CHUNK]),
-                               float(horizon), float(rtol), int(max_steps)))
-             for i in range(0, e.size, _CHUNK)]
-    out = np.concatenate(parts)[:n].reshape(lrs.shape)
-    return np.where(np.isfinite(out), out, np.inf)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from ..optimizers import DANA, numeric
 from ..problems import Problem
 from ._base import register
-from ._momentum import AbstractMomentumTheory, check_field, momentum_init_state, momentum_scale
+from ._momentum import AbstractMomentumTheory, check_field, momentum_fields
 
 __all__ = ["DANATheory"]
 
@@ -64,16 +64,8 @@ def _dana_theory(opt: DANA, problem: Problem, field: str = "modified"):
     `riskcurves.odes._momentum`)."""
     check_field(field)
     opt = numeric(opt)
-    lam = jnp.asarray(problem.eigenvalues, jnp.float64)
-    scale = momentum_scale(lam, 0.0)
     return DANATheory(
-        lam=lam,
-        weights=jnp.asarray(problem.mode_weights, jnp.float64),
-        y0=momentum_init_state(problem, scale),
-        scale=scale,
-        sigma2=jnp.asarray(problem.noise.variance, jnp.float64),
-        batch=jnp.asarray(opt.batch, jnp.float64),
-        schedule=opt.lr,
+        **momentum_fields(problem, opt, 0.0),
         g3=jnp.asarray(opt.g3, jnp.float64),
         delta=jnp.asarray(opt.delta, jnp.float64),
         kappa=jnp.asarray(opt.kappa, jnp.float64),

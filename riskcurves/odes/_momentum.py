@@ -162,21 +162,24 @@ def check_field(field):
         raise ValueError(f"`field` must be one of {_FIELDS}, got {field!r}")
 
 
+def momentum_fields(problem, opt, momentum) -> dict:
+    """The fields every momentum-family theory shares (spectrum, state, noise, batch,
+    step size), with the state scaling of momentum `momentum`."""
+    lam = jnp.asarray(problem.eigenvalues, jnp.float64)
+    scale = momentum_scale(lam, momentum)
+    return dict(lam=lam, weights=jnp.asarray(problem.mode_weights, jnp.float64),
+                y0=momentum_init_state(problem, scale), scale=scale,
+                sigma2=jnp.asarray(problem.noise.variance, jnp.float64),
+                batch=jnp.asarray(opt.batch, jnp.float64), schedule=opt.lr)
+
+
 def momentum_sgd_theory(opt: SGD, problem: Problem, field: str = "modified"):
     """Builder of `MomentumSGDTheory` (called by the SGD builder when
     `opt.has_momentum`); option `field`: `"modified"` (default) or `"increment"`."""
     check_field(field)
     opt = numeric(opt)
-    lam = jnp.asarray(problem.eigenvalues, jnp.float64)
-    scale = momentum_scale(lam, opt.momentum)
     return MomentumSGDTheory(
-        lam=lam,
-        weights=jnp.asarray(problem.mode_weights, jnp.float64),
-        y0=momentum_init_state(problem, scale),
-        scale=scale,
-        sigma2=jnp.asarray(problem.noise.variance, jnp.float64),
-        batch=jnp.asarray(opt.batch, jnp.float64),
-        schedule=opt.lr,
+        **momentum_fields(problem, opt, opt.momentum),
         momentum=jnp.asarray(opt.momentum, jnp.float64),
         nesterov=opt.nesterov,
         field=field,
