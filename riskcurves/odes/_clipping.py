@@ -36,6 +36,7 @@ Options of `solve_ode(problem, ClippedSGD(...), ks, **options)`:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -66,8 +67,12 @@ class ClippedSGDTheory(AbstractTheory):
 
     `lr_scale` and `clip_eff` (`c' = c/√(tr K)`, `inf` = no clipping) are array
     leaves, so sweeps over them reuse one compilation (and can be vmapped).
+    The field is the expected one-step increment of the mean-field map, so the
+    solver runs it as that map for the first iterations (`discrete_start`); with
+    `c = ∞` it is then SGD's exact recursion.
     """
 
+    discrete_start: ClassVar[bool] = True
 
     lam: jax.Array
     weights: jax.Array
