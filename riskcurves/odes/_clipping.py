@@ -35,15 +35,13 @@ Options of `solve_ode(problem, ClippedSGD(...), ks, **options)`:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from ..optimizers import ClippedSGD
+from ..optimizers import ClippedSGD, numeric
 from ..problems import Problem
 from ..theory._clipping import (
     _check_batch_noise,
@@ -51,7 +49,7 @@ from ..theory._clipping import (
     clip_coefficients,
     prob_not_clipped,
 )
-from ._base import AbstractTheory, register
+from ._base import AbstractRateTheory, register
 from ._topmodes import (
     DEFAULT_PARTICLES,
     AbstractTopModeTheory,
@@ -62,14 +60,15 @@ from ._topmodes import (
 __all__ = ["ClippedSGDTheory", "ClippedSGDTopModes"]
 
 
-class ClippedSGDTheory(AbstractTheory):
-    """Mode-energy ODE of clipped SGD (see module docstring).
+class ClippedSGDTheory(AbstractRateTheory):
+    """Mode-energy ODE of clipped SGD (see module docstring), in rate form
+    `dD/dk = −a ⊙ D + η² λ ν` with `a = 2ημλ − η²Gλ²`.
 
-    `lr_scale` and `clip_eff` (`c' = c/√(tr K)`, `inf` = no clipping) are array
-    leaves, so sweeps over them reuse one compilation (and can be vmapped).
-    The field is the expected one-step increment of the mean-field map, so the
-    solver runs it as that map for the first iterations (`discrete_start`); with
-    `c = ∞` it is then SGD's exact recursion.
+    `opt` (its step size, constant or schedule) and `clip_eff` (`c' = c/√(tr K)`,
+    `inf` = no clipping) are array leaves, so sweeps over them reuse one
+    compilation (and can be vmapped). The field is the expected one-step increment
+    of the mean-field map, so the solver runs it as that map for the first
+    iterations (`discrete_start`); with `c = ∞` it is then SGD's exact recursion.
     """
 
     discrete_start: ClassVar[bool] = True
@@ -77,44 +76,31 @@ class ClippedSGDTheory(AbstractTheory):
     lam: jax.Array
     weights: jax.Array
     D0: jax.Array
-    lr_scale: jax.Array
+    opt: ClippedSGD
     clip_eff: jax.Array
     noise: object
-    schedule: Callable | None = eqx.field(static=True, default=None)
-    batch: int = eqx.field(static=True, default=1)
     finite_lr_correction: bool = eqx.field(static=True, default=True)
 
     def init_state(self):
         return self.D0
 
-    def lr(self, k, D):
-        eta = self.lr_scale
-        return eta * self.schedule(k) if self.schedule is not None else eta
+    def lr(self, k, D=None):
+        return self.opt.lr_at(k)
 
     def risk(self, D):
         return 0.5 * jnp.sum(self.weights * self.lam * D)
 
-    def _coefficients(self, D):
-        return clip_coefficients(self.noise, 2 * self.risk(D), self.clip_eff, self.batch)
-
-    def _rate(self, k, D, mu, g):
-        eta = self.lr(k, D)
+    def _rates(self, k, D):
+        mu, nu, g = clip_coefficients(self.noise, 2 * self.risk(D), self.clip_eff,
+                                      self.opt.batch)
+        eta = self.lr(k)
         a = 2 * eta * mu * self.lam
         if self.finite_lr_correction:
             a = a - eta**2 * g * self.lam**2
-        return a
-
-    def vector_field(self, k, D, args):
-        mu, nu, g = self._coefficients(D)
-        eta = self.lr(k, D)
-        return -self._rate(k, D, mu, g) * D + eta**2 * self.lam * nu
-
-    def damping(self, k, D, args):
-        mu, _, g = self._coefficients(D)
-        return jnp.clip(self._rate(k, D, mu, g), 0.0, None)
+        return a, eta**2 * self.lam * nu
 
     def observables(self, k, D):
-        p = prob_not_clipped(self.noise, 2 * self.risk(D), self.clip_eff, self.batch)
+        p = prob_not_clipped(self.noise, 2 * self.risk(D), self.clip_eff, self.opt.batch)
         return {"clip_frac": 1.0 - p}
 
 
@@ -138,17 +124,15 @@ def _shifted_clip_moments(a, t2, c):
 class ClippedSGDTopModes(AbstractTopModeTheory):
     """Top-mode hybrid of clipped SGD, batch 1 (module docstring; `odes._topmodes`)."""
 
-    lr_scale: jax.Array
-    clip: jax.Array
-    schedule: Callable | None = eqx.field(static=True, default=None)
+    opt: ClippedSGD
     finite_lr_correction: bool = eqx.field(static=True, default=True)
 
     def _eta(self, k):
-        return self.lr_scale * self.schedule(k) if self.schedule is not None else self.lr_scale
+        return self.opt.lr_at(k)
 
     def _particle_step(self, key, k, Y, D):
         n, m = Y.shape
-        eta, c = self._eta(k), self.clip
+        eta, c = self._eta(k), self.opt.clip
         kx, kz, ke = jax.random.split(key, 3)
         x = jax.random.normal(kx, (n, m), jnp.float64) * jnp.sqrt(self.lam_t)
         norm = jnp.sqrt(jnp.sum(x**2, -1) + jnp.sum(self.w_b * self.lam_b))
@@ -173,39 +157,26 @@ class ClippedSGDTopModes(AbstractTopModeTheory):
         return (1 - rate) * D + eta**2 * lb * nu
 
 
-def _theory(problem: Problem, lr, clip_eff, batch: int, finite_lr_correction: bool,
-            schedule=None) -> ClippedSGDTheory:
-    return ClippedSGDTheory(
-        lam=jnp.asarray(problem.eigenvalues),
-        weights=jnp.asarray(problem.mode_weights),
-        D0=jnp.asarray(problem.initial_energies),
-        lr_scale=jnp.asarray(lr, jnp.float64),
-        clip_eff=jnp.asarray(clip_eff, jnp.float64),
-        noise=problem.noise,
-        schedule=schedule,
-        batch=int(batch),
-        finite_lr_correction=bool(finite_lr_correction),
-    )
-
-
 @register(ClippedSGD)
 def _clipped_theory(opt: ClippedSGD, problem: Problem, finite_lr_correction: bool = True,
                     topmodes: int | str = "auto", particles: int = DEFAULT_PARTICLES,
                     seed: int = 0):
     _check_batch_noise(problem.noise, opt.batch)
+    opt = numeric(opt)  # step size (constant or schedule) and clip are array leaves
     m, n, seed = check_top_mode_options(problem, topmodes, particles, seed)
     if m > 0 and opt.batch > 1 and topmodes != "auto":
         raise ValueError(f"`topmodes`={topmodes!r}: the clipped-SGD top-mode hybrid needs "
                          f"batch 1, got batch={opt.batch}; use topmodes=0 (the ODE)")
     if m > 0 and opt.batch == 1:
-        return ClippedSGDTopModes(
-            **hybrid_fields(problem, m, n, seed),
-            lr_scale=jnp.asarray(opt.lr if opt.constant_lr else 1.0, jnp.float64),
-            clip=jnp.asarray(opt.clip, jnp.float64),
-            schedule=None if opt.constant_lr else opt.lr,
-            finite_lr_correction=bool(finite_lr_correction))
+        return ClippedSGDTopModes(**hybrid_fields(problem, m, n, seed), opt=opt,
+                                  finite_lr_correction=bool(finite_lr_correction))
     check_intrinsic_dimension(problem, stacklevel=4)
-    c_eff = opt.clip / np.sqrt(problem.trace)
-    if opt.constant_lr:
-        return _theory(problem, opt.lr, c_eff, opt.batch, finite_lr_correction)
-    return _theory(problem, 1.0, c_eff, opt.batch, finite_lr_correction, schedule=opt.lr)
+    return ClippedSGDTheory(
+        lam=jnp.asarray(problem.eigenvalues),
+        weights=jnp.asarray(problem.mode_weights),
+        D0=jnp.asarray(problem.initial_energies),
+        opt=opt,
+        clip_eff=opt.clip / jnp.sqrt(jnp.asarray(problem.trace, jnp.float64)),
+        noise=problem.noise,
+        finite_lr_correction=bool(finite_lr_correction),
+    )

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..optimizers import LineSearch
 from ..problems import Problem
-from ._base import AbstractTheory, register
+from ._base import AbstractRateTheory, register
 from ._sgd import _variance, sgd_rates
 from ._topmodes import (
     DEFAULT_PARTICLES,
@@ -58,9 +58,9 @@ def line_search_step(lam, weights, D, sigma2, batch: int):
     return jnp.where(den > 0, s2 / jnp.where(den > 0, den, 1.0), 0.0)
 
 
-class LineSearchTheory(AbstractTheory):
-    """ODE of SGD with the exact line-search step (see module docstring)."""
-
+class LineSearchTheory(AbstractRateTheory):
+    """ODE of SGD with the exact line-search step (see module docstring), in SGD's
+    rate form at the state-dependent step `η(D)`."""
 
     lam: jnp.ndarray
     weights: jnp.ndarray
@@ -79,14 +79,8 @@ class LineSearchTheory(AbstractTheory):
         return line_search_step(self.lam, self.weights, D, self.sigma2, self.batch)
 
     def _rates(self, k, D):
-        return sgd_rates(self.lam, self.lr(k, D), self.batch, self.exact_rates)
-
-    def vector_field(self, k, D, args):
-        a, c = self._rates(k, D)
-        return -a * D + c * (2 * self.risk(D) + self.sigma2)
-
-    def damping(self, k, D, args):
-        return jnp.clip(self._rates(k, D)[0], 0.0, None)
+        a, c = sgd_rates(self.lam, self.lr(k, D), self.batch, self.exact_rates)
+        return a, c * (2 * self.risk(D) + self.sigma2)
 
 
 class LineSearchTopModes(AbstractTopModeTheory):

@@ -44,10 +44,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..optimizers import SignSGD
+from ..optimizers import SignSGD, numeric
 from ..problems import Problem
 from ..theory._signsgd import SignBasis, expected_sign, sign_gain, sign_noise_coefficient
-from ._base import AbstractTheory, register
+from ._base import AbstractRateTheory, register
 from ._topmodes import (
     DEFAULT_PARTICLES,
     AbstractTopModeTheory,
@@ -60,7 +60,7 @@ __all__ = ["SignSGDDiagonalTheory", "SignSGDGeneralTheory", "SignSGDTopModes"]
 _DRIFTS = ("exact", "arcsin", "linear")
 
 
-class SignSGDDiagonalTheory(AbstractTheory):
+class SignSGDDiagonalTheory(AbstractRateTheory):
     """Mode-energy ODE of SignSGD on a diagonal `K` (see module docstring)."""
 
 
@@ -69,11 +69,10 @@ class SignSGDDiagonalTheory(AbstractTheory):
     D0: jax.Array
     opt: SignSGD
     noise: object
-    eta_scale: jax.Array
     drift: str = eqx.field(static=True, default="exact")
 
     def _eta(self, k):
-        return self.eta_scale * self.opt.lr_at(k)
+        return self.opt.lr_at(k)
 
     def init_state(self):
         return self.D0
@@ -95,12 +94,9 @@ class SignSGDDiagonalTheory(AbstractTheory):
         small = sq < 1e-150
         return jnp.where(small, lin, m / jnp.where(small, 1.0, sq))
 
-    def vector_field(self, k, D, args):
+    def _rates(self, k, D):
         eta = self._eta(k)
-        return -2 * eta * self._slope(D) * D + eta**2
-
-    def damping(self, k, D, args):
-        return jnp.clip(2 * self._eta(k) * self._slope(D), 0.0, None)
+        return 2 * eta * self._slope(D), jnp.broadcast_to(eta**2, D.shape)
 
     def lr(self, k, D):
         return self._eta(k)
@@ -129,10 +125,9 @@ class SignSGDTopModes(AbstractTopModeTheory):
     """
 
     opt: SignSGD
-    eta_scale: jax.Array
 
     def _eta(self, k):
-        return self.eta_scale * self.opt.lr_at(k)
+        return self.opt.lr_at(k)
 
     def _particle_step(self, key, k, Y, D):
         n, m = Y.shape
@@ -158,7 +153,7 @@ class SignSGDTopModes(AbstractTopModeTheory):
         return D - 2 * eta * slope * D + eta**2
 
 
-class SignSGDGeneralTheory(AbstractTheory):
+class SignSGDGeneralTheory(AbstractRateTheory):
     """SignSGD ODE on a general (dense) `K` in the `K̄` eigenbasis (see module docstring)."""
 
     lam_bar: jax.Array
@@ -168,7 +163,6 @@ class SignSGDGeneralTheory(AbstractTheory):
     y0: jax.Array
     opt: SignSGD
     noise: object
-    eta_scale: jax.Array
     nodes: jax.Array
     qweights: jax.Array
     # for diagnostics in the coordinate basis
@@ -180,7 +174,7 @@ class SignSGDGeneralTheory(AbstractTheory):
         return self.y0
 
     def _eta(self, k):
-        return self.eta_scale * self.opt.lr_at(k)
+        return self.opt.lr_at(k)
 
     def risk(self, y):
         return 0.5 * jnp.sum(self.lam_bar * y)
@@ -197,20 +191,15 @@ class SignSGDGeneralTheory(AbstractTheory):
         m = expected_sign(self.noise, a, s2 - a**2, B)
         return jnp.sum(self.qweights * a * m) / sa2
 
-    def vector_field(self, k, y, args):
+    def _rates(self, k, y):
         eta = self._eta(k)
         B = self.opt.batch
-        s2 = 2 * self.risk(y)
-        phi = self.gain(y)
-        f = -2 * eta * phi * self.lam_bar * y + eta**2 * self.n
+        f = eta**2 * self.n
         if B > 1:
-            chi = sign_noise_coefficient(self.noise, s2, B)
+            chi = sign_noise_coefficient(self.noise, 2 * self.risk(y), B)
             ly = self.lam_bar**2 * y
             f = f + eta**2 * (2 / jnp.pi) * chi * (ly - self.W.T @ (self.W @ ly))
-        return f
-
-    def damping(self, k, y, args):
-        return jnp.clip(2 * self._eta(k) * self.gain(y) * self.lam_bar, 0.0, None)
+        return 2 * eta * self.gain(y) * self.lam_bar, f
 
     def lr(self, k, y):
         return self._eta(k)
@@ -241,11 +230,7 @@ def _signsgd_theory(opt: SignSGD, problem: Problem, drift: str = "exact",
         raise ValueError(f"`drift` must be one of {_DRIFTS}, got {drift!r}")
     if basis not in ("auto", "diagonal", "general"):
         raise ValueError(f"`basis` must be 'auto', 'diagonal' or 'general', got {basis!r}")
-    # a constant step size is an array leaf (`eta_scale`), so sweeps over `lr` reuse
-    # one compilation; a schedule stays in `opt`
-    eta_scale = jnp.asarray(1.0 if callable(opt.lr) else opt.lr, jnp.float64)
-    if not callable(opt.lr):
-        opt = SignSGD(1.0, opt.batch)
+    opt = numeric(opt)  # the step size (constant or schedule) is an array leaf
     if basis == "auto":
         basis = "diagonal" if problem.is_diagonal else "general"
     m, n, seed = check_top_mode_options(problem, topmodes, particles, seed)
@@ -260,12 +245,12 @@ def _signsgd_theory(opt: SignSGD, problem: Problem, drift: str = "exact",
                              f"drift={drift!r}; use topmodes=0")
         if m > 0:
             return SignSGDTopModes(**hybrid_fields(problem, m, n, seed),
-                                   opt=opt, eta_scale=eta_scale)
+                                   opt=opt)
         return SignSGDDiagonalTheory(
             lam=jnp.asarray(problem.eigenvalues),
             weights=jnp.asarray(problem.mode_weights),
             D0=jnp.asarray(problem.initial_energies),
-            opt=opt, noise=problem.noise, eta_scale=eta_scale,
+            opt=opt, noise=problem.noise,
             drift="exact" if drift == "arcsin" else drift,
         )
     if m > 0:
@@ -285,6 +270,5 @@ def _signsgd_theory(opt: SignSGD, problem: Problem, drift: str = "exact",
         g=jnp.asarray((b.V**2).T @ b.dg**-0.5), nodes=jnp.asarray(x),
         qweights=jnp.asarray(wq / wq.sum()), drift="linear" if drift == "linear" else "exact",
         y0=jnp.asarray(b.coordinates(delta0)), opt=opt, noise=problem.noise,
-        eta_scale=eta_scale,
         K=jnp.asarray(K), dg=jnp.asarray(b.dg),
     )
