@@ -2,13 +2,15 @@
 horizons, `jax.vmap` sweeps equal one-by-one solves, `jax.grad` matches finite
 differences, and a vmapped sweep reports divergence per element."""
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import riskcurves as rc
-from riskcurves.odes import _solve
+from riskcurves.odes import _solve, _topmodes
 from riskcurves.simulate import _engine
 
 
@@ -16,24 +18,44 @@ def _vec_problem(d=64):
     return rc.PowerLaw(d, 1.2, 0.4, rc.Gaussian(0.1))
 
 
-# (optimizer factory from a step size, vector problem?)
+def _mat_problem(d=8):
+    return rc.MatrixPowerLaw(d, 2 * d, 1.5, 0.5, rc.Gaussian(0.1), rotate=True)
+
+
+# optimizer factory from a step size (vector problems)
 _VECTOR = {
     "sgd": lambda lr: rc.SGD(lr, 2),
+    "sgd_momentum": lambda lr: rc.SGD(lr, 2, momentum=0.5),
+    "dana": lambda lr: rc.DANA(lr, g3=lr / 64, batch=2),
     "adagrad_norm": lambda lr: rc.AdaGradNorm(lr, 0.5, 2),
+    "signsgd": lambda lr: rc.SignSGD(lr / 100, 2),
+    "clipped_sgd": lambda lr: rc.ClippedSGD(lr, clip=0.5, batch=2),
+    "line_search": lambda lr: rc.LineSearch(batch=2),  # no step size: horizons only
 }
+# matrix problems (rotated K: one theory for every step size)
+_MATRIX = {
+    "signsvd": lambda lr: rc.SignSVD(lr / 20, 4),
+    "muon": lambda lr: rc.Muon(lr / 20, 4),
+    "matrix_signsgd": lambda lr: rc.MatrixSignSGD(lr / 100, 4),
+}
+_ALL = {**_VECTOR, **_MATRIX}
 
 
-def _ode_cache():
-    return _solve._integrate_jit._cached._cache_size()
+def _problem_for(name, d):
+    return _mat_problem(8) if name in _MATRIX else _vec_problem(d)
+
+
+def _ode_cache():  # the ODE path and the top-mode hybrid's recursion
+    return _solve._integrate_jit._cached._cache_size() + _topmodes._run._cached._cache_size()
 
 
 def _sim_cache():
     return _engine._run_chunk._cached._cache_size()
 
 
-@pytest.mark.parametrize("name", sorted(_VECTOR))
+@pytest.mark.parametrize("name", sorted(_ALL))
 def test_ode_compiles_once_for_three_lrs_and_two_horizons(name):
-    make, prob = _VECTOR[name], _vec_problem()
+    make, prob = _ALL[name], _problem_for(name, 64)
     lrs = (0.05, 0.1, 0.2)
     rc.solve_ode(prob, make(lrs[0]), rc.checkpoints(2000, 20))
     size = _ode_cache()
@@ -44,13 +66,13 @@ def test_ode_compiles_once_for_three_lrs_and_two_horizons(name):
     assert _ode_cache() == size, f"{name}: the ODE recompiled ({size} -> {_ode_cache()})"
 
 
-@pytest.mark.parametrize("name", sorted(_VECTOR))
+@pytest.mark.parametrize("name", sorted(_ALL))
 def test_simulator_compiles_once_for_three_lrs_two_horizons_and_labels(name):
-    make, prob = _VECTOR[name], _vec_problem(16)
+    make, prob = _ALL[name], _problem_for(name, 16)
     rc.simulate(prob, make(0.05), rc.checkpoints(50, 10), n_runs=4, chunk_size=4)
     size = _sim_cache()
-    relabelled = rc.Problem(prob.eigenvalues, prob.initial_energies, prob.noise,
-                            label="another label")
+    relabelled = copy.copy(prob)
+    object.__setattr__(relabelled, "label", "another label")
     for lr in (0.05, 0.1, 0.2):
         for horizon in (50, 80):
             for p in (prob, relabelled):

@@ -66,10 +66,11 @@ class AbstractTheory(eqx.Module):
     def residual(self, k, y):
         return jnp.zeros((), jnp.float64)
 
-    def recursion(self, ks):
-        """`(risk, lr, observables)` at the integer checkpoints `ks` in one pass, for
-        theories that are exact recursions in `k` (then `solve_theory` skips the ODE
-        solver); `None` (the default) for ODEs."""
+    def recursion(self, ks, *, rtol=1e-5, atol=1e-30, max_steps=100_000):
+        """`(risk, lr, observables, code)` at the integer checkpoints `ks` in one pass,
+        for theories that are exact recursions in `k` (then `solve_theory` skips the ODE
+        solver; the tolerances are for any ODE a recursion hands over to, `code` a
+        status code); `None` (the default) for ODEs."""
         return None
 
 

@@ -55,6 +55,7 @@ from ._topmodes import (
     AbstractTopModeTheory,
     check_top_mode_options,
     hybrid_fields,
+    mean_field_arrays,
 )
 
 __all__ = ["ClippedSGDTheory", "ClippedSGDTopModes"]
@@ -168,7 +169,12 @@ def _clipped_theory(opt: ClippedSGD, problem: Problem, finite_lr_correction: boo
         raise ValueError(f"`topmodes`={topmodes!r}: the clipped-SGD top-mode hybrid needs "
                          f"batch 1, got batch={opt.batch}; use topmodes=0 (the ODE)")
     if m > 0 and opt.batch == 1:
-        return ClippedSGDTopModes(**hybrid_fields(problem, m, n, seed), opt=opt,
+        fields = hybrid_fields(problem, m, n, seed)
+        mf = ClippedSGDTheory(
+            **mean_field_arrays(fields), opt=opt,
+            clip_eff=opt.clip / jnp.sqrt(jnp.asarray(problem.trace, jnp.float64)),
+            noise=problem.noise, finite_lr_correction=bool(finite_lr_correction))
+        return ClippedSGDTopModes(**fields, opt=opt, mean_field=mf,
                                   finite_lr_correction=bool(finite_lr_correction))
     check_intrinsic_dimension(problem, stacklevel=4)
     return ClippedSGDTheory(

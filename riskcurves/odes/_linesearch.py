@@ -44,6 +44,7 @@ from ._topmodes import (
     AbstractTopModeTheory,
     check_top_mode_options,
     hybrid_fields,
+    mean_field_arrays,
 )
 
 __all__ = ["LineSearchTheory", "LineSearchTopModes", "line_search_step"]
@@ -151,11 +152,14 @@ def _line_search_theory(opt: LineSearch, problem: Problem, exact_rates: bool = F
     m, n, seed = check_top_mode_options(problem, topmodes, particles, seed)
     if m > 0:
         lam = np.asarray(problem.eigenvalues)
+        fields = hybrid_fields(problem, m, n, seed)
+        sigma2 = jnp.asarray(_variance(problem), jnp.float64)
         return LineSearchTopModes(
-            **hybrid_fields(problem, m, n, seed),
-            sigma2=jnp.asarray(_variance(problem), jnp.float64),
+            **fields, sigma2=sigma2,
             tr_k2=jnp.asarray(np.sum(problem.mode_weights * lam**2), jnp.float64),
-            batch=jnp.asarray(opt.batch, jnp.float64), n_batch=int(opt.batch))
+            batch=jnp.asarray(opt.batch, jnp.float64), n_batch=int(opt.batch),
+            mean_field=LineSearchTheory(**mean_field_arrays(fields), sigma2=sigma2,
+                                        batch=opt.batch, exact_rates=bool(exact_rates)))
     return LineSearchTheory(
         lam=jnp.asarray(problem.eigenvalues),
         weights=jnp.asarray(problem.mode_weights),

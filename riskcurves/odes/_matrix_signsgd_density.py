@@ -301,8 +301,8 @@ class MatrixSignSGDDensity(AbstractTheory):
     def lr(self, k, y):
         return self.eta
 
-    def recursion(self, ks):
+    def recursion(self, ks, **tolerances):
         P, D, _ = _scan(self.grid, int(ks[-1]))
         ks = np.asarray(ks)
         return (np.asarray(P)[ks], np.full(ks.shape, float(self.eta)),
-                {"D": np.asarray(D)[ks]})
+                {"D": np.asarray(D)[ks]}, 0)

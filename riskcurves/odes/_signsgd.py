@@ -53,6 +53,7 @@ from ._topmodes import (
     AbstractTopModeTheory,
     check_top_mode_options,
     hybrid_fields,
+    mean_field_arrays,
 )
 
 __all__ = ["SignSGDDiagonalTheory", "SignSGDGeneralTheory", "SignSGDTopModes"]
@@ -244,8 +245,10 @@ def _signsgd_theory(opt: SignSGD, problem: Problem, drift: str = "exact",
                              f"batch 1 and drift='exact', got batch={opt.batch}, "
                              f"drift={drift!r}; use topmodes=0")
         if m > 0:
-            return SignSGDTopModes(**hybrid_fields(problem, m, n, seed),
-                                   opt=opt)
+            fields = hybrid_fields(problem, m, n, seed)
+            mf = SignSGDDiagonalTheory(**mean_field_arrays(fields), opt=opt,
+                                       noise=problem.noise, drift="exact")
+            return SignSGDTopModes(**fields, opt=opt, mean_field=mf)
         return SignSGDDiagonalTheory(
             lam=jnp.asarray(problem.eigenvalues),
             weights=jnp.asarray(problem.mode_weights),

@@ -44,8 +44,11 @@ def _finite_tree(y):
 
 
 def integrate(theory, ts, rtol, atol, *, max_steps: int, exact_steps: int = 0,
-              progress_meter=None):
+              progress_meter=None, start=None):
     """Solve `theory` at the checkpoints `ts` (float64 array); traceable.
+
+    `start=(k0, y0)` starts the ODE at iteration `k0` from the state `y0` (no
+    discrete start; checkpoints before `k0` hold the state `y0`).
 
     Returns `(risk, lr, observables, code, num_steps)`: arrays over `ts` and an
     integer status code (index into `riskcurves.STATUS`).
@@ -61,8 +64,11 @@ def integrate(theory, ts, rtol, atol, *, max_steps: int, exact_steps: int = 0,
                 {n: jnp.asarray(v, jnp.float64) for n, v in theory.observables(t, y).items()},
                 jnp.asarray(theory.residual(t, y), jnp.float64))
 
-    n_ex = int(exact_steps) if theory.discrete_start else 0
-    if n_ex > 0:
+    n_ex = int(exact_steps) if theory.discrete_start and start is None else 0
+    if start is not None:
+        t0, y_start = start
+        disc_ok = jnp.asarray(True)
+    elif n_ex > 0:
         def body(y, j):
             y1 = jax.tree.map(jnp.add, y, theory.increment(j, y))
             return y1, save(j + 1.0, y1)
@@ -82,7 +88,8 @@ def integrate(theory, ts, rtol, atol, *, max_steps: int, exact_steps: int = 0,
         diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts_ode)
     event = diffrax.Event(lambda t, y, args, **kw: jnp.abs(theory.risk(y)) > blowup)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(theory.vector_field), ETD2(theory.damping), t0=t0, t1=t1, dt0=None,
+        diffrax.ODETerm(theory.vector_field), ETD2(theory.damping, theory.risk), t0=t0,
+        t1=t1, dt0=None,
         y0=y_start, saveat=diffrax.SaveAt(ts=ts_ode, fn=save), stepsize_controller=controller,
         max_steps=max_steps, throw=False, progress_meter=meter, event=event)
     out = sol.ys
@@ -143,11 +150,13 @@ def solve_theory(theory, checkpoints, *, rtol=1e-5, atol=1e-30, max_steps=100_00
     Low-level entry (no stability check, no `Curve`); `solve_ode` is the public call.
     """
     ks = validate_checkpoints(checkpoints)
-    rec = theory.recursion(ks)
+    rec = theory.recursion(ks, rtol=rtol, atol=atol, max_steps=max_steps)
     if rec is not None:  # an exact recursion in k: one pass, no ODE solver
-        risk, lr, obs = rec
+        risk, lr, obs, code = rec
+        code = int(code)
         return (np.asarray(risk), np.asarray(lr), {k: np.asarray(v) for k, v in obs.items()},
-                {"num_steps": int(ks[-1]), "result": "ok", "success": True, "code": 0})
+                {"num_steps": int(ks[-1]), "result": STATUS[code], "success": code == _OK,
+                 "code": code})
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
     n = ks.shape[0]
     risk, lr, obs, code, nsteps = _integrate_jit(

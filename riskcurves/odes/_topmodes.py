@@ -32,12 +32,17 @@ times more particles during the first `EARLY_STEPS` iterations (see `_run`).
 
 from __future__ import annotations
 
+import functools
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._curve import padded_checkpoints
 from ._base import AbstractTheory
+from ._solve import integrate
 
 __all__ = ["AbstractTopModeTheory", "split_top_modes", "hybrid_fields", "DEFAULT_TOP_MODES",
            "DEFAULT_PARTICLES", "AUTO_INTRINSIC_DIMENSION", "check_top_mode_options"]
@@ -47,6 +52,7 @@ DEFAULT_PARTICLES = 4096
 AUTO_INTRINSIC_DIMENSION = 50.0
 EARLY_STEPS = 64  # iterations run with EARLY_FACTOR times more particles
 EARLY_FACTOR = 4
+DEFAULT_HANDOVER = 16_384  # iterations of the hybrid before the mean-field ODE takes over
 
 
 def check_top_mode_options(problem, topmodes, particles, seed) -> tuple[int, int, int]:
@@ -126,7 +132,9 @@ class AbstractTopModeTheory(AbstractTheory):
     mix_cdf: jax.Array
     mix_v: jax.Array
     seed: jax.Array
+    mean_field: AbstractTheory
     n_particles: int = eqx.field(static=True)
+    handover: ClassVar[int] = DEFAULT_HANDOVER
 
     # ---- what a subclass implements ------------------------------------------------
     def _particle_step(self, key, k, Y, D):
@@ -199,31 +207,81 @@ class AbstractTopModeTheory(AbstractTheory):
             "the top-mode hybrid is a discrete map (particles jump at every step): solve "
             "it with `recursion` (solve_ode does), or pass topmodes=0 for the mean-field ODE")
 
-    def recursion(self, ks):
-        return _run(self, jnp.asarray(ks), int(ks[-1]))
+    def recursion(self, ks, *, rtol=1e-5, atol=1e-30, max_steps=100_000):
+        n = len(ks)
+        out = _run(self, jnp.asarray(padded_checkpoints(np.asarray(ks)), jnp.float64),
+                   jnp.asarray(rtol, jnp.float64), jnp.asarray(atol, jnp.float64),
+                   max_steps=int(max_steps))
+        risk, lr, obs, code = out
+        return risk[:n], lr[:n], {k: v[:n] for k, v in obs.items()}, code
+
+    def handover_state(self, y):
+        """The mean-field state `(mean_n y_i², D_bulk)` on `mean_field`'s split spectrum."""
+        Y, D = y
+        return jnp.concatenate([jnp.mean(Y**2, axis=0), D])
 
 
-@eqx.filter_jit
-def _run(theory: AbstractTopModeTheory, ks, n_steps: int):
-    """`(risk, lr, observables)` at `ks`: `n_steps + 1` iterations of the map (the last
-    only for the report at `k = n_steps`). The first `EARLY_STEPS` iterations use
-    `EARLY_FACTOR·N` particles, then every `EARLY_FACTOR`-th particle is kept (the
-    particles are i.i.d., so thinning is unbiased): the early transient, where the
-    top modes hold nearly all the risk, has the largest particle noise."""
+def mean_field_arrays(fields: dict) -> dict:
+    """`lam`, `weights`, `D0` of the split spectrum (top modes first, then the bulk), on
+    which a hybrid's `mean_field` theory runs after `handover` iterations."""
+    m = fields["lam_t"].shape[0]
+    return dict(lam=jnp.concatenate([fields["lam_t"], fields["lam_b"]]),
+                weights=jnp.concatenate([jnp.ones(m), fields["w_b"]]),
+                D0=jnp.concatenate([fields["D0_t"], fields["D0_b"]]))
+
+
+@functools.partial(eqx.filter_jit)
+def _run(theory: AbstractTopModeTheory, ks, rtol, atol, max_steps: int):
+    """`(risk, lr, observables, code)` at the (traced) checkpoints `ks`.
+
+    The first `EARLY_STEPS` iterations use `EARLY_FACTOR·N` particles, then every
+    `EARLY_FACTOR`-th particle is kept (the particles are i.i.d., so thinning is
+    unbiased): the early transient, where the top modes hold nearly all the risk, has
+    the largest particle noise. Then one segment of iterations per checkpoint (memory
+    O(checkpoints), no recompilation for a new horizon) up to `handover`; beyond it
+    the mean-field ODE `theory.mean_field` continues from the particles' mean energies
+    (module docstring)."""
+    H = theory.handover
 
     def body(y, k):
         y, report, risk = theory.step(k, y)
         return y, (report, risk)
 
-    n_total = n_steps + 1
-    n_early = min(EARLY_STEPS, n_total)
+    n_early = min(EARLY_STEPS, H)
     y0 = theory.init_state(EARLY_FACTOR * theory.n_particles)
-    y, out = jax.lax.scan(body, y0, jnp.arange(n_early, dtype=jnp.float64))
-    if n_total > n_early:
-        y = (y[0][::EARLY_FACTOR], y[1])
-        _, late = jax.lax.scan(body, y, jnp.arange(n_early, n_total, dtype=jnp.float64))
-        out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, late)
-    report, risk = out
-    risk = jnp.concatenate([jnp.asarray(theory.risk(y0))[None], risk[:-1]])
-    lr = report.pop("lr", jnp.full(risk.shape, jnp.nan))
-    return risk[ks], lr[ks], {n: v[ks] for n, v in report.items()}
+    y, (rep_e, risk_e) = jax.lax.scan(body, y0, jnp.arange(n_early, dtype=jnp.float64))
+    risk_e = jnp.concatenate([jnp.asarray(theory.risk(y0))[None], risk_e])  # k = 0..n_early
+    y = (y[0][::EARLY_FACTOR], y[1])
+
+    def segment(carry, K):
+        y, k, r = carry
+        target = jnp.clip(K, n_early, H)
+
+        def one(c):
+            y, k, _ = c
+            y, _, r = theory.step(k, y)
+            return y, k + 1.0, r
+
+        y, k, r = jax.lax.while_loop(lambda c: c[1] < target, one, (y, k, r))
+        report = theory.step(k, y)[1]  # the report at k (pre-step), state not advanced
+        return (y, k, r), (report, r)
+
+    init = (y, jnp.asarray(float(n_early), jnp.float64), risk_e[-1])
+    (y_end, _, _), (rep_l, risk_l) = jax.lax.scan(segment, init, ks)
+    idx = jnp.clip(ks, 0, n_early).astype(jnp.int32)
+    early = ks < n_early
+    risk = jnp.where(ks <= n_early, risk_e[idx], risk_l)
+    rep = {n: jnp.where(early, jnp.concatenate([v, v[-1:]])[idx], rep_l[n])
+           for n, v in rep_e.items()}
+    lr = rep.pop("lr", jnp.full(risk.shape, jnp.nan))
+    # beyond the hand-over: the mean-field ODE from the particles' mean energies
+    late = ks > H
+    m_risk, m_lr, m_obs, m_code, _ = integrate(
+        theory.mean_field, ks, rtol, atol, max_steps=max_steps,
+        start=(jnp.asarray(float(H), jnp.float64), theory.handover_state(y_end)))
+    risk = jnp.where(late, m_risk, risk)
+    lr = jnp.where(late, m_lr, lr)
+    obs = {n: jnp.where(late, m_obs[n] if n in m_obs else jnp.nan, v) for n, v in rep.items()}
+    code = jnp.where(jnp.any(late), m_code, 0)
+    code = jnp.where((code == 0) & ~jnp.all(jnp.isfinite(risk)), 5, code)
+    return risk, lr, obs, code.astype(jnp.int32)
