@@ -54,8 +54,8 @@ EMA of `Δ`, `z` the EMA of the batch noise `ε` (`E‖ε_i‖² = s_i = [λ_i(2
 
 `ĥ̄` is the mean of `ĥ` (deterministic, `∝ Δ_0`), `ĥ̃` its fluctuation (built from past
 noise). The state is the mean `(u, u_h)` (`E Δ = uΔ_0`) and the fluctuation second
-moments `Σ̃` of `(Δ, h, z)` (6 per mode); the map `Σ̃' = AΣ̃Aᵀ + s bbᵀ` is exact for this
-linear model. The gains come from the equivalent at the buffer's signal energy `D̃ = E ĥ²`:
+moments `Σ̃` of `(Δ, h, z, q)` (10 per mode); the map `Σ̃' = AΣ̃Aᵀ + s bbᵀ + b_q b_qᵀ` is
+exact for this linear model. The gains come from the equivalent at the buffer's signal energy `D̃ = E ĥ²`:
 
 - `a_s = ρ/λ`: response to a signal independent of the samples (the drift of §SignSVD);
 - `a_n = (E(QMᵀ)_ii − λρD̃)/E‖Z_i‖²`: response to the buffer's own noise, smaller than
@@ -63,9 +63,9 @@ linear model. The gains come from the equivalent at the buffer's signal energy `
   as `h`, since `φ(u)u = n v h(v)`); the noise-built `ĥ̃` gets `a_n` too
   (`split_gain`; measured in the closed loop: the regression gain of `Q` on `ĥ` at the
   floor equals `a_n` to 5%, not `a_s`);
-- `r`: the rest, energy `noise − E‖linear part‖²`, with the buffer's correlation in time
-  (`correlated_rest`; measured: `corr(Q_k, Q_{k−l}) ≈ μ^l` on every mode), merged into the
-  gain of `ẑ`;
+- `r = a_r q`: the rest, `a_r² = noise − E‖linear part‖²`, with the EMA's correlation in
+  time (`correlated_rest`: `q_k = μq_{k−1} + √(1 − μ²)ξ_k`, unit energy; measured:
+  `corr(Q_k, Q_{k−l}) ≈ μ^l` on every mode, with or without Nesterov);
 - `closed_loop`: `ĥ` and `ẑ` are correlated (the iterate moves against the noise it has
   seen: `corr(ĥ_0, ẑ_0) ≈ −0.48` at the floor); the equivalent is evaluated at the signal
   `(λ + c)ĥ`, `c = E⟨ĥ, ẑ⟩/D̃`, and `‖M‖² = Σ(λ²D̃ + 2λE⟨ĥ,ẑ⟩ + E ẑ²)`.
@@ -211,15 +211,16 @@ class MuonTheory(AbstractRateTheory):
 
     def init_state(self):
         if self.model == "linear":  # (ΔΔ, Δh, Δz, hh, hz, zz) per mode (SECOND_MOMENTS)
-            zero = jnp.zeros_like(self.D0)
-            return jnp.stack([zero] * 6 + [jnp.ones_like(self.D0), zero], -1)
+            zero, one = jnp.zeros_like(self.D0), jnp.ones_like(self.D0)
+            cols = [one if (i, j) == (3, 3) else zero for i, j in _PAIRS]  # q: unit, stationary
+            return jnp.stack(cols + [one, zero], -1)
         if self.lag:  # (D, C = ⟨Δ̃, Δ⟩, D̃ = ‖Δ̃‖²) per mode
             return jnp.stack([self.D0, self.D0, self.D0])
         return self.D0
 
     def risk(self, y):
         if self.model == "linear":
-            D = y[:, 0] + y[:, 6] ** 2 * self.D0
+            D = y[:, 0] + y[:, _NP] ** 2 * self.D0
         else:
             D = y[0] if self.lag else y
         return 0.5 * jnp.sum(self.eq.w * self.eq.lam * D)
@@ -244,7 +245,7 @@ class MuonTheory(AbstractRateTheory):
     def _rates(self, k, y):
         if self.model == "linear":
             L, f, _ = self._linear(k, y)
-            return jnp.eye(8) - L, f
+            return jnp.eye(_NP + 2) - L, f
         return self._step_rates(k, y)  # the ODE: the map's per-step rates as rates in k
 
     def _classes(self, k):
@@ -272,16 +273,16 @@ class MuonTheory(AbstractRateTheory):
     def _linear(self, k, y):
         """Linear-response momentum model: `(L, f, residual)` with `y_{k+1} = L y_k + f`.
 
-        Per mode, `x = (Δ_k, h_{k−1}, z_{k−1})` (`M = λh + z`: the EMA of the signal and of
-        the batch noise), split into its mean `x̄ = (u, u_h, 0)·Δ_0` and fluctuation `x̃`
-        (second moments `Σ̃`, packed as `_PAIRS`); `y = (Σ̃, u, u_h)`. The update is
-        `Q = a_s λ ĥ̄ + a_n(λ ĥ̃ + ẑ) + r` (`ĥ = αh + βΔ`, `ẑ = αz + βε`, `α = c1μ`,
-        `β = c1(1 − μ) + c2`), `r` with the buffer's correlation in time (merged into
-        the gain of `ẑ`). Module docstring and `docs/theory/muon.md` §2.
+        Per mode, `x = (Δ_k, h_{k−1}, z_{k−1}, q_{k−1})` (`M = λh + z`: the EMA of the signal
+        and of the batch noise), split into its mean `x̄ = (u, u_h, 0, 0)·Δ_0` and fluctuation `x̃`
+        (second moments `Σ̃` of `(Δ, h, z, q)`, packed as `_PAIRS`); `y = (Σ̃, u, u_h)`.
+        The update is `Q = a_s λ ĥ̄ + a_n(λ ĥ̃ + ẑ) + a_r q` (`ĥ = αh + βΔ`, `ẑ = αz + βε`,
+        `α = c1μ`, `β = c1(1 − μ) + c2`), `q` an AR(1) of coefficient `μ` (the rest).
+        Module docstring and `docs/theory/muon.md` §2.
         """
         eq, lam, w, mu = self.eq, self.eq.lam, self.eq.w, self.momentum
-        S = _unpack(y[:, :6])
-        u, uh = y[:, 6], y[:, 7]
+        S = _unpack(y[:, :_NP])
+        u, uh = y[:, _NP], y[:, _NP + 1]
         c1, c2 = self._ema(k)
         al, be = c1 * mu, c1 * (1 - mu) + c2
         hbar = al * uh + be * u  # mean of ĥ in units of Δ_0
@@ -312,27 +313,35 @@ class MuonTheory(AbstractRateTheory):
         a_f = a_n if self.split_gain else a_s  # gain on the noise-built ĥ̃
         lin = (a_s**2 * lam**2 * Dm + a_f**2 * lam**2 * Df + 2 * lam * a_f * a_n * hz
                + a_n**2 * zz)
-        r2 = jnp.clip(noise - lin, 0.0, None)
-        en = eta * a_n
-        if self.correlated_rest:  # the non-linear rest r has the buffer's correlation
-            en = eta * jnp.sqrt(a_n**2 + r2 / jnp.maximum(zz, 1e-300))
-            r2 = jnp.zeros_like(r2)
-        ef = eta * a_f
+        rest = jnp.clip(noise - lin, 0.0, None)
         z = jnp.zeros_like(lam)
         o = jnp.ones_like(lam)
-        A = jnp.stack([jnp.stack([1 - ef * lam * be, -ef * lam * al, -en * al], -1),
-                       jnp.stack([(1 - mu) * o, mu * o, z], -1),
-                       jnp.stack([z, z, mu * o], -1)], -2)  # (n, 3, 3)
-        b = jnp.stack([-en * be, z, (1 - mu) * o], -1)
-        N = s_now[:, None, None] * b[:, :, None] * b[:, None, :]
+        if self.correlated_rest:
+            # r = a_r q, q_k = μ q_{k−1} + √(1 − μ²) ξ_k (unit energy, correlation μ^l as the
+            # EMA), a_r² = the open-loop energy of the rest
+            a_r = jnp.sqrt(rest)
+            cq, wq, r2 = mu * o, jnp.sqrt(1 - mu**2) * o, z
+        else:
+            a_r, cq, wq, r2 = z, z, z, rest
+        ef, en, er = eta * a_f, eta * a_n, eta * a_r
+        A = jnp.stack([jnp.stack([1 - ef * lam * be, -ef * lam * al, -en * al, -er * cq], -1),
+                       jnp.stack([(1 - mu) * o, mu * o, z, z], -1),
+                       jnp.stack([z, z, mu * o, z], -1),
+                       jnp.stack([z, z, z, cq], -1)], -2)  # (n, 4, 4)
+        b = jnp.stack([-en * be, z, (1 - mu) * o, z], -1)  # batch noise ε (energy s)
+        bq = jnp.stack([-er * wq, z, z, wq], -1)  # innovation of the rest (unit energy)
+        N = (s_now[:, None, None] * b[:, :, None] * b[:, None, :]
+             + bq[:, :, None] * bq[:, None, :])
         N = N.at[:, 0, 0].add(eta**2 * r2)
-        basis = jnp.asarray(_BASIS)  # (6, 3, 3)
-        L6 = jax.vmap(lambda E: _pack(A @ E @ jnp.swapaxes(A, -1, -2)), out_axes=-1)(basis)
+        basis = jnp.asarray(_BASIS)
+        Lf = jax.vmap(lambda E: _pack(A @ E @ jnp.swapaxes(A, -1, -2)), out_axes=-1)(basis)
         es = eta * a_s
         Lm = jnp.stack([jnp.stack([1 - es * lam * be, -es * lam * al], -1),
                         jnp.stack([(1 - mu) * o, mu * o], -1)], -2)  # mean (u, u_h)
-        L = jnp.zeros((lam.shape[0], 8, 8)).at[:, :6, :6].set(L6).at[:, 6:, 6:].set(Lm)
-        f = jnp.concatenate([_pack(N), jnp.zeros((lam.shape[0], 2))], -1)
+        n = lam.shape[0]
+        L = jnp.zeros((n, _NP + 2, _NP + 2)).at[:, :_NP, :_NP].set(Lf)
+        L = L.at[:, _NP:, _NP:].set(Lm)
+        f = jnp.concatenate([_pack(N), jnp.zeros((n, 2))], -1)
         return L, f, res
 
     def _equivalent(self, k, D, n2=None):
@@ -423,11 +432,13 @@ class MuonTheory(AbstractRateTheory):
         return a, f
 
 
-_PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))  # packed symmetric 3x3
+_NX = 4  # (Δ, h, z, q) per mode
+_PAIRS = tuple((i, j) for i in range(_NX) for j in range(i, _NX))  # packed symmetric
+_NP = len(_PAIRS)
 
 
 def _basis():
-    E = np.zeros((6, 3, 3))
+    E = np.zeros((_NP, _NX, _NX))
     for p, (i, j) in enumerate(_PAIRS):
         E[p, i, j] = E[p, j, i] = 1.0
     return E
@@ -441,9 +452,10 @@ def _pack(S):
 
 
 def _unpack(y):
-    rows = [[y[:, 0], y[:, 1], y[:, 2]], [y[:, 1], y[:, 3], y[:, 4]],
-            [y[:, 2], y[:, 4], y[:, 5]]]
-    return jnp.stack([jnp.stack(r, -1) for r in rows], -2)
+    idx = np.zeros((_NX, _NX), int)
+    for p, (i, j) in enumerate(_PAIRS):
+        idx[i, j] = idx[j, i] = p
+    return y[:, idx]
 
 
 def muon_theory(opt, lam, D0, m, sigma2=0.0, weights=None, *, smooth: float = 0.3,
