@@ -2,7 +2,8 @@
 
 Update (simulated by `optax.contrib.muon(η/√max(1, m/d), beta=μ, nesterov=...)`):
 `M̂_k = Σ_j c_j G_{k−j}` (bias-corrected EMA, with or without Nesterov),
-`W ← W − η NS(M̂_k)`; time unit: one iteration `k`. As for SignSVD (`_signsvd.py`), with `Q = NS(M)`:
+`W ← W − η NS(M̂_k)`; time unit: one iteration `k`. As for SignSVD (`_signsvd.py`), with
+`Q = NS(M)`:
 
     dD_i/dk = −2η drift_i + η² noise_i,   drift_i = E(QΔᵀ)_ii = ρ_i D_i,  noise_i = E(QQᵀ)_ii
 
@@ -55,7 +56,8 @@ EMA of `Δ`, `z` the EMA of the batch noise `ε` (`E‖ε_i‖² = s_i = [λ_i(2
 `ĥ̄` is the mean of `ĥ` (deterministic, `∝ Δ_0`), `ĥ̃` its fluctuation (built from past
 noise). The state is the mean `(u, u_h)` (`E Δ = uΔ_0`) and the fluctuation second
 moments `Σ̃` of `(Δ, h, z, q)` (10 per mode); the map `Σ̃' = AΣ̃Aᵀ + s bbᵀ + b_q b_qᵀ` is
-exact for this linear model. The gains come from the equivalent at the buffer's signal energy `D̃ = E ĥ²`:
+exact for this linear model. The gains come from the equivalent at the buffer's signal
+energy `D̃ = E ĥ²`:
 
 - `a_s = ρ/λ`: response to a signal independent of the samples (the drift of §SignSVD);
 - `a_n = (E(QMᵀ)_ii − λρD̃)/E‖Z_i‖²`: response to the buffer's own noise, smaller than
