@@ -397,21 +397,28 @@ class Muon(AbstractOptimizer):
     (optax's quintic iteration on `M/‖M‖_F`) of the momentum `M`.
 
     `M_k = μ M_{k−1} + (1 − μ) G_k` (bias-corrected EMA; NS is scale invariant, so this
-    equals the heavy-ball buffer `M ← μ M + G`), `W ← W − η(k) NS(M_k)`.
-    `momentum=0` gives `W ← W − η NS(G)`. Matrix problems only.
+    equals the heavy-ball buffer `M ← μ M + G`), `W ← W − η(k) NS(M̂_k)` with
+    `M̂_k = M_k/(1 − μ^k)`, or with `nesterov=True` (the default, as
+    `optax.contrib.muon`) `M̂_k = μ M_k/(1 − μ^{k+1}) + (1 − μ) G_k/(1 − μ^k)`.
+    `momentum=0` gives `W ← W − η NS(G)` (either way). Matrix problems only.
     """
 
     momentum: Any
     ns_steps: int = eqx.field(static=True)
+    nesterov: bool = eqx.field(static=True)
     name: ClassVar[str] = "muon"
 
-    def __init__(self, lr=1e-2, batch=1, momentum=0.0, ns_steps: int = 5):
+    def __init__(self, lr=1e-2, batch=1, momentum=0.0, ns_steps: int = 5,
+                 nesterov: bool = True):
         self.lr = check_lr(lr)
         self.batch = check_batch(batch)
         self.momentum = _check_positive(momentum, "momentum", allow_zero=True, upper=1.0)
         if isinstance(ns_steps, bool) or int(ns_steps) != ns_steps or int(ns_steps) < 1:
             raise ValueError(f"`ns_steps` must be an integer >= 1, got {ns_steps!r}")
         self.ns_steps = int(ns_steps)
+        if not isinstance(nesterov, bool):
+            raise ValueError(f"`nesterov` must be a bool, got {nesterov!r}")
+        self.nesterov = nesterov
 
 
 class MatrixSignSGD(AbstractOptimizer):

@@ -76,14 +76,16 @@ def test_polar_and_muon_mapping():
     assert np.trace(P) == pytest.approx(10.0, abs=1e-8)
     p = rc.MatrixPowerLaw(24, 40, 1.0, 1.0)
     delta = p.init_delta(jnp.float64)
-    for mu in (0.0, 0.9):
-        tx = transform_for(rc.Muon(0.03, 4, momentum=mu), p).tx
+    for mu, nesterov in ((0.0, True), (0.9, False), (0.9, True)):
+        tx = transform_for(rc.Muon(0.03, 4, momentum=mu, nesterov=nesterov), p).tx
         st = tx.init(delta)
         G1, G2 = G, jax.random.normal(jax.random.PRNGKey(4), G.shape)
         u1, st = tx.update(G1, st, delta)
         u2, st = tx.update(G2, st, delta)
         np.testing.assert_allclose(u1, -0.03 * newton_schulz(G1), atol=1e-10)
         buf = mu * G1 + G2  # heavy-ball buffer: NS is scale invariant
+        if nesterov:  # optax: μ M_2/(1 − μ³) + (1 − μ) G_2/(1 − μ²), M_2 = (1 − μ)(μG1 + G2)
+            buf = mu * (1 - mu) * buf / (1 - mu**3) + (1 - mu) * G2 / (1 - mu**2)
         np.testing.assert_allclose(u2, -0.03 * newton_schulz(buf), atol=1e-8)
     tx = transform_for(rc.SignSVD(0.05, 16), p).tx  # low-rank path: rank G = 10 <= 16
     u, _ = tx.update(G, tx.init(delta), delta)

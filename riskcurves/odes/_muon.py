@@ -1,8 +1,9 @@
 """Muon (optax's Newton–Schulz orthogonalisation, with momentum): the row-energy ODE.
 
-Update (simulated by `optax.contrib.muon(η/√max(1, m/d), beta=μ, nesterov=False)`):
-`M_k = Σ_{j<k} w_j G_{k−j}`, `w_j = (1 − μ)μ^j/(1 − μ^k)` (bias-corrected EMA),
-`W ← W − η NS(M_k)`. As for SignSVD (`_signsvd.py`), with `Q = NS(M)`:
+Update (simulated by `optax.contrib.muon(η/√max(1, m/d), beta=μ, nesterov=...)`):
+`M̂_k = Σ_j c_j G_{k−j}` (bias-corrected EMA, with or without Nesterov),
+`W ← W − η NS(M̂_k)`; time unit: one iteration `k`. As for SignSVD (`_signsvd.py`), with
+`Q = NS(M)`:
 
     dD_i/dk = −2η drift_i + η² noise_i,   drift_i = E(QΔᵀ)_ii = ρ_i D_i,  noise_i = E(QQᵀ)_ii
 
@@ -37,29 +38,42 @@ are multiplied by `κ1 = E f(x_i)/E f̃(x_i)` and `κ2 = E f(x_i)²/E f̃(x_i)²
 fitted map) with the weight `clip((q_i − 0.3)/0.3, 0, 1)·clip((B_eff − 8)/16, 0, 1)`,
 `q_i = E A_i/E‖M‖²`: spike-like modes only, and only where `x` concentrates.
 
-**Momentum (quasi-static Δ).** `M_k = Σ_b c_b x_b r_bᵀ` over all past samples, class `j`
-(`B` samples, lag `j`) with `c_j ∝ μ^j` (fractional presence `clip(k + 1 − j, 0, 1)`
-of class `j` at continuous time `k`; `Σ c = 1`). The leave-one-out equivalent with
-per-sample weights keeps the same three scalars `x` (with `B → B_eff`) and replaces Γ by
-the class sum (`_signsvd._gamma`, `p_j = c_j B_eff`):
+**Momentum: which samples, with which weights.** `M̂_k = Σ_j c_j G_{k−j}`
+(`momentum_weights`: `c_j = c1(1 − μ)μ^j + c2[j = 0]`, `(c1, c2)` from `ema_coefficients`,
+optax's bias corrections, with or without Nesterov). The leave-one-out equivalent with
+per-sample weights keeps the same three scalars `x` (with `B → B_eff = B(Σc)²/Σc²`) and
+replaces Γ by the class sum (`_signsvd._gamma`, `p_j = c_j B_eff`):
 
     Γ = (1/B_eff) Σ_j B p_j [−p_j x22, 1 + p_j x12, −p_j x11] / ((1 + p_j x12)² − p_j² x11 x22)
 
-`momentum_weights="effective"` instead uses equal weights at
-`B_eff(k) = B(1 + μ)(1 − μ^n)/((1 − μ)(1 + μ^n))`, `n = k + 1` (the quasi-static
-effective-batch approximation). Consecutive updates share
-samples: writing `Q_k = Q̄ + ξ_k` (`Q̄_i = ρ_i Δ_i`, closure), `Δ_k` contains `−η Σ_l ξ_{k−l}`,
-and with `ξ` linear in the fluctuation of `M` (`corr(M_k, M_{k−l}) = r_l`,
-`r_l = μ^l √((1 − μ^{2(n−l)})/(1 − μ^{2n}))`, damped by `e^{−ηρ_i l}`),
+**Momentum: the linear-response model (default, `momentum_model="linear"`).** Per mode
+`i` (rows are `m`-vectors; only their second moments enter), with `M = λh + z`, `h` the
+EMA of `Δ`, `z` the EMA of the batch noise `ε` (`E‖ε_i‖² = s_i = [λ_i(2P + mσ²) +
+λ_i²D_i]/B`), `ĥ = αh + βΔ`, `ẑ = αz + βε`, `α = c1μ`, `β = c1(1 − μ) + c2`:
 
-    noise_i → ρ_i² D_i + (noise_i − ρ_i² D_i)(1 + 2 Σ_{l≥1} r_l e^{−ηρ_i l})
+    Q_i = a_s λ ĥ̄ + a_n (λ ĥ̃ + ẑ) + r,   Δ' = Δ − ηQ,   h' = μh + (1 − μ)Δ,   z' = μz + (1 − μ)ε
 
-(stationary factor `(1 + μ)/(1 − μ)`). Lag of the mean (`lag=True`): the signal of `M` is
-the EMA `Δ̃ = Σ w_j Δ(k − j)`; per mode the state is `(D, C = ⟨Δ̃_i, Δ_i⟩, D̃ = ‖Δ̃_i‖²)`,
-the equivalent is evaluated at `D̃` (`E Q_i = ρ̃_i Δ̃_i`), and with `g = (1 − μ)/(1 − μ^{k+2})`
+`ĥ̄` is the mean of `ĥ` (deterministic, `∝ Δ_0`), `ĥ̃` its fluctuation (built from past
+noise). The state is the mean `(u, u_h)` (`E Δ = uΔ_0`) and the fluctuation second
+moments `Σ̃` of `(Δ, h, z, q)` (10 per mode); the map `Σ̃' = AΣ̃Aᵀ + s bbᵀ + b_q b_qᵀ` is
+exact for this linear model. The gains come from the equivalent at the buffer's signal
+energy `D̃ = E ĥ²`:
 
-    dD/dk = −2ηρ̃C + η² noise,  dC/dk = g(D + dD − C) − (1 − g)ηρ̃D̃,
-    dD̃/dk = −(2g − g²)D̃ + (2g − 2g²)C + g²D
+- `a_s = ρ/λ`: response to a signal independent of the samples (the drift of §SignSVD);
+- `a_n = (E(QMᵀ)_ii − λρD̃)/E‖Z_i‖²`: response to the buffer's own noise, smaller than
+  `a_s` (leave-one-out), from `E(QMᵀ)_ii = n Σ_j c_j(1 + s_j g11_i(s_j))` (the same pole sum
+  as `h`, since `φ(u)u = n v h(v)`); the noise-built `ĥ̃` gets `a_n` too
+  (`split_gain`; measured in the closed loop: the regression gain of `Q` on `ĥ` at the
+  floor equals `a_n` to 5%, not `a_s`);
+- `r = a_r q`: the rest, `a_r² = noise − E‖linear part‖²`, with the EMA's correlation in
+  time (`correlated_rest`: `q_k = μq_{k−1} + √(1 − μ²)ξ_k`, unit energy; measured:
+  `corr(Q_k, Q_{k−l}) ≈ μ^l` on every mode, with or without Nesterov);
+- `closed_loop`: `ĥ` and `ẑ` are correlated (the iterate moves against the noise it has
+  seen: `corr(ĥ_0, ẑ_0) ≈ −0.48` at the floor); the equivalent is evaluated at the signal
+  `(λ + c)ĥ`, `c = E⟨ĥ, ẑ⟩/D̃`, and `‖M‖² = Σ(λ²D̃ + 2λE⟨ĥ,ẑ⟩ + E ẑ²)`.
+
+`momentum_model="lagged"` is the earlier quasi-static model (state `(D, ⟨Δ̃, Δ⟩, ‖Δ̃‖²)`,
+noise amplified by `1 + 2Σ_l r_l e^{−ηρl}`). Measured errors: `docs/theory/muon.md` §2.
 
 **Regime.** As SignSVD (diagonal closure `ΔΔᵀ ≈ diag(D)`, orthogonal target rows) plus:
 `‖M‖_F` replaced by its mean (fluctuates at small `B_eff`: coefficient of variation
@@ -84,7 +98,8 @@ from ._base import AbstractRateTheory, register
 from ._signsvd import _Equivalent
 from ._signsvd_common import RESIDUAL_TOL, StepSize, check_matrix, check_spectrum, step_size
 
-__all__ = ["MuonTheory", "muon_theory", "ns_map", "pole_fit", "expected_sq_norm"]
+__all__ = ["MuonTheory", "muon_theory", "ns_map", "pole_fit", "expected_sq_norm",
+           "ema_coefficients", "momentum_weights"]
 
 NS_COEFFS = (3.4445, -4.775, 2.0315)  # optax.contrib.muon's default quintic coefficients
 NS_EPS = 1e-8  # optax's Frobenius pre-scaling: M/(‖M‖_F + eps)
@@ -145,6 +160,24 @@ def pole_fit(ns_steps: int = 5, smooth: float = 0.3, per_decade: int = 4, ridge:
     return t[::-1].copy(), c[::-1].copy(), e[::-1].copy(), info
 
 
+def ema_coefficients(mu, k, nesterov: bool):
+    """`(c1, c2)` with the update's buffer `M̂_k = c1 M_k + c2 G_k` at step `k = 0, 1, …`
+    (`M_k = μM_{k−1} + (1 − μ)G_k`, `M_{−1} = 0`; optax's bias corrections):
+    `(1/(1 − μ^{k+1}), 0)`, or with Nesterov `(μ/(1 − μ^{k+2}), (1 − μ)/(1 − μ^{k+1}))`."""
+    if nesterov:
+        return mu / (1 - mu ** (k + 2)), (1 - mu) / (1 - mu ** (k + 1))
+    return 1 / (1 - mu ** (k + 1)), jnp.zeros_like(jnp.asarray(mu, jnp.float64))
+
+
+def momentum_weights(mu, k, n_lags: int, nesterov: bool):
+    """Weights of `G_{k−j}`, `j = 0 … n_lags − 1`, in `M̂_k` (`c1(1 − μ)μ^j + c2[j = 0]`),
+    zero for gradients not yet drawn (fractional presence `clip(k + 1 − j, 0, 1)` at
+    continuous `k`). NS is scale invariant: only their ratios matter."""
+    c1, c2 = ema_coefficients(mu, k, nesterov)
+    j = jnp.arange(n_lags, dtype=jnp.float64)
+    return (c1 * (1 - mu) * mu**j + c2 * (j == 0)) * jnp.clip(k + 1.0 - j, 0.0, 1.0)
+
+
 def expected_sq_norm(lam, w, D, m, sigma2, batch_eff):
     """`E‖M‖_F² = (1 + 1/B_eff) Σ w λ² D + (Σ w λ)(Σ w λ D + mσ²)/B_eff` (exact, Gaussian
     data, any Δ with row energies `D` in the eigenbasis; `M = Σ_b c_b x_b r_bᵀ`,
@@ -169,17 +202,29 @@ class MuonTheory(AbstractRateTheory):
     lag: bool = eqx.field(static=True)  # track the lagged momentum Δ̃ (μ > 0)
     spike: bool = eqx.field(static=True)  # top-singular-value correction
     ns_steps: int = eqx.field(static=True)
+    nesterov: bool = eqx.field(static=True)
+    model: str = eqx.field(static=True)  # momentum model: "linear" | "lagged" | "none"
+    closed_loop: bool = eqx.field(static=True)  # linear model: ĥ–ẑ correlation in M
+    correlated_rest: bool = eqx.field(static=True)  # linear model: r correlated as ẑ
+    split_gain: bool = eqx.field(static=True)  # linear model: noise gain on ĥ̃
 
     discrete_start: ClassVar[bool] = True
     residual_tol: ClassVar[float] = RESIDUAL_TOL
 
     def init_state(self):
+        if self.model == "linear":  # (ΔΔ, Δh, Δz, hh, hz, zz) per mode (SECOND_MOMENTS)
+            zero, one = jnp.zeros_like(self.D0), jnp.ones_like(self.D0)
+            cols = [one if (i, j) == (3, 3) else zero for i, j in _PAIRS]  # q: unit, stationary
+            return jnp.stack(cols + [one, zero], -1)
         if self.lag:  # (D, C = ⟨Δ̃, Δ⟩, D̃ = ‖Δ̃‖²) per mode
             return jnp.stack([self.D0, self.D0, self.D0])
         return self.D0
 
     def risk(self, y):
-        D = y[0] if self.lag else y
+        if self.model == "linear":
+            D = y[:, 0] + y[:, _NP] ** 2 * self.D0
+        else:
+            D = y[0] if self.lag else y
         return 0.5 * jnp.sum(self.eq.w * self.eq.lam * D)
 
     def lr(self, k, D):
@@ -187,14 +232,22 @@ class MuonTheory(AbstractRateTheory):
 
     def residual(self, k, y):
         """Newton residual of the fixed point (at the lagged `D̃` with momentum)."""
+        if self.model == "linear":
+            return self._linear(k, y)[2]
         return self.drift_noise(k, y[2] if self.lag else y)[2]
 
     def increment(self, k, y):
         """The one-step mean map `E[y_{k+1}] − y_k` (the raw per-step rates)."""
+        if self.model == "linear":
+            L, f, _ = self._linear(k, y)
+            return jnp.einsum("npq,nq->np", L, y) + f - y
         a, f = self._step_rates(k, y)
         return -a * y + f
 
     def _rates(self, k, y):
+        if self.model == "linear":
+            L, f, _ = self._linear(k, y)
+            return jnp.eye(_NP + 2) - L, f
         return self._step_rates(k, y)  # the ODE: the map's per-step rates as rates in k
 
     def _classes(self, k):
@@ -204,7 +257,7 @@ class MuonTheory(AbstractRateTheory):
             return B, None, jnp.zeros((1,))
         ng = k + 1.0
         j = jnp.arange(self.n_lags, dtype=jnp.float64)
-        raw = mu**j * jnp.clip(ng - j, 0.0, 1.0)
+        raw = momentum_weights(mu, k, self.n_lags, self.nesterov)
         s1, s2 = jnp.sum(raw), jnp.sum(raw**2)
         B_eff = B * s1**2 / s2
         # correlation of M_k and M_{k-l}, l = 1..n_lags-1 (EMA of independent gradients)
@@ -215,6 +268,102 @@ class MuonTheory(AbstractRateTheory):
         if self.weights == "effective":
             return B_eff, None, r
         return B_eff, (jnp.full_like(raw, B), raw * s1 / s2), r
+
+    def _ema(self, k):
+        return ema_coefficients(self.momentum, k, self.nesterov)
+
+    def _linear(self, k, y):
+        """Linear-response momentum model: `(L, f, residual)` with `y_{k+1} = L y_k + f`.
+
+        Per mode, `x = (Δ_k, h_{k−1}, z_{k−1}, q_{k−1})` (`M = λh + z`: the EMA of the signal
+        and of the batch noise), split into its mean `x̄ = (u, u_h, 0, 0)·Δ_0` and fluctuation `x̃`
+        (second moments `Σ̃` of `(Δ, h, z, q)`, packed as `_PAIRS`); `y = (Σ̃, u, u_h)`.
+        The update is `Q = a_s λ ĥ̄ + a_n(λ ĥ̃ + ẑ) + a_r q` (`ĥ = αh + βΔ`, `ẑ = αz + βε`,
+        `α = c1μ`, `β = c1(1 − μ) + c2`), `q` an AR(1) of coefficient `μ` (the rest).
+        Module docstring and `docs/theory/muon.md` §2.
+        """
+        eq, lam, w, mu = self.eq, self.eq.lam, self.eq.w, self.momentum
+        S = _unpack(y[:, :_NP])
+        u, uh = y[:, _NP], y[:, _NP + 1]
+        c1, c2 = self._ema(k)
+        al, be = c1 * mu, c1 * (1 - mu) + c2
+        hbar = al * uh + be * u  # mean of ĥ in units of Δ_0
+        Dm = hbar**2 * self.D0  # E‖ĥ̄‖²
+        Df = jnp.clip(al**2 * S[:, 1, 1] + 2 * al * be * S[:, 0, 1] + be**2 * S[:, 0, 0],
+                      0.0, None)  # E‖ĥ̃‖²
+        Dt = jnp.clip(Dm + Df, 1e-300, None)
+        D = S[:, 0, 0] + u**2 * self.D0
+        eta = self.lr(k, D)
+        P2 = jnp.sum(w * lam * D) + eq.m * eq.sigma2
+        s_now = (lam * P2 + lam**2 * D) / eq.batch  # fresh batch-gradient noise energy
+        hz = al**2 * S[:, 1, 2] + al * be * S[:, 0, 2]  # E⟨ĥ, ẑ⟩ (ε_k is independent)
+        zz = al**2 * S[:, 2, 2] + be**2 * s_now  # E ẑ²
+        if self.closed_loop:
+            # the buffer row is λĥ + ẑ with ẑ correlated to ĥ: the equivalent sees the
+            # signal (λ + c)ĥ, c = E⟨ĥ,ẑ⟩/D̃, and ‖M‖² of the correlated pair
+            amp = jnp.clip(lam * jnp.sqrt(Dt) + hz / jnp.sqrt(Dt), 0.0, None)
+            D_eq = jnp.clip(amp**2 / lam**2, 1e-300, None)
+            n2 = jnp.sum(w * (lam**2 * Dt + 2 * lam * hz + zz))
+        else:
+            D_eq, n2 = Dt, None
+        rho, noise, res, B_eff, qm = self._equivalent(k, D_eq, n2)
+        rho = jnp.clip(rho, 0.0, None)
+        a_s = rho / lam  # response to a signal independent of the samples
+        P2e = jnp.sum(w * lam * D_eq) + eq.m * eq.sigma2
+        z_eq = (lam * P2e + lam**2 * D_eq) / B_eff  # the buffer noise the equivalent saw
+        a_n = jnp.clip((qm - lam * rho * D_eq) / z_eq, 0.0, None)  # response to the noise
+        a_f = a_n if self.split_gain else a_s  # gain on the noise-built ĥ̃
+        lin = (a_s**2 * lam**2 * Dm + a_f**2 * lam**2 * Df + 2 * lam * a_f * a_n * hz
+               + a_n**2 * zz)
+        rest = jnp.clip(noise - lin, 0.0, None)
+        z = jnp.zeros_like(lam)
+        o = jnp.ones_like(lam)
+        if self.correlated_rest:
+            # r = a_r q, q_k = μ q_{k−1} + √(1 − μ²) ξ_k (unit energy, correlation μ^l as the
+            # EMA), a_r² = the open-loop energy of the rest
+            a_r = jnp.sqrt(rest)
+            cq, wq, r2 = mu * o, jnp.sqrt(1 - mu**2) * o, z
+        else:
+            a_r, cq, wq, r2 = z, z, z, rest
+        ef, en, er = eta * a_f, eta * a_n, eta * a_r
+        A = jnp.stack([jnp.stack([1 - ef * lam * be, -ef * lam * al, -en * al, -er * cq], -1),
+                       jnp.stack([(1 - mu) * o, mu * o, z, z], -1),
+                       jnp.stack([z, z, mu * o, z], -1),
+                       jnp.stack([z, z, z, cq], -1)], -2)  # (n, 4, 4)
+        b = jnp.stack([-en * be, z, (1 - mu) * o, z], -1)  # batch noise ε (energy s)
+        bq = jnp.stack([-er * wq, z, z, wq], -1)  # innovation of the rest (unit energy)
+        N = (s_now[:, None, None] * b[:, :, None] * b[:, None, :]
+             + bq[:, :, None] * bq[:, None, :])
+        N = N.at[:, 0, 0].add(eta**2 * r2)
+        basis = jnp.asarray(_BASIS)
+        Lf = jax.vmap(lambda E: _pack(A @ E @ jnp.swapaxes(A, -1, -2)), out_axes=-1)(basis)
+        es = eta * a_s
+        Lm = jnp.stack([jnp.stack([1 - es * lam * be, -es * lam * al], -1),
+                        jnp.stack([(1 - mu) * o, mu * o], -1)], -2)  # mean (u, u_h)
+        n = lam.shape[0]
+        L = jnp.zeros((n, _NP + 2, _NP + 2)).at[:, :_NP, :_NP].set(Lf)
+        L = L.at[:, _NP:, _NP:].set(Lm)
+        f = jnp.concatenate([_pack(N), jnp.zeros((n, 2))], -1)
+        return L, f, res
+
+    def _equivalent(self, k, D, n2=None):
+        """`(ρ, noise, residual, B_eff, E(QMᵀ)_ii)` of one update at signal energies `D`
+        (`n2`: `E‖M‖_F²` if known, else the open-loop value)."""
+        eq, lam, w = self.eq, self.eq.lam, self.eq.w
+        B_eff, classes, _ = self._classes(k)
+        if n2 is None:
+            n2 = expected_sq_norm(lam, w, D, eq.m, eq.sigma2, B_eff)
+        n = jnp.sqrt(jnp.maximum(n2, 1e-300)) + NS_EPS
+        s = self.t_poles * n**2
+        g11, g12n, res = eq.at_nodes(D, s, B_eff, classes)
+        rho = n * jnp.sum(self.c_poles[:, None] * g12n, 0)
+        noise = jnp.clip(jnp.sum(self.e_poles[:, None] * (1 + s[:, None] * g11), 0), 0.0, None)
+        # E(QMᵀ)_ii = n Σ_j c_j (1 + s_j g11_i(s_j))  (φ(u)u = n v h(v), v = u/n²)
+        qm = n * jnp.sum(self.c_poles[:, None] * (1 + s[:, None] * g11), 0)
+        if self.spike:
+            k1, k2 = self._spike(D, n2, B_eff)
+            rho, noise, qm = rho * k1, noise * k2, qm * k1
+        return rho, noise, res, B_eff, qm
 
     def _spike(self, D, n2, B_eff):
         """Top-singular-value correction `(κ1, κ2)` per mode (module docstring)."""
@@ -285,21 +434,56 @@ class MuonTheory(AbstractRateTheory):
         return a, f
 
 
+_NX = 4  # (Δ, h, z, q) per mode
+_PAIRS = tuple((i, j) for i in range(_NX) for j in range(i, _NX))  # packed symmetric
+_NP = len(_PAIRS)
+
+
+def _basis():
+    E = np.zeros((_NP, _NX, _NX))
+    for p, (i, j) in enumerate(_PAIRS):
+        E[p, i, j] = E[p, j, i] = 1.0
+    return E
+
+
+_BASIS = _basis()
+
+
+def _pack(S):
+    return jnp.stack([S[..., i, j] for i, j in _PAIRS], -1)
+
+
+def _unpack(y):
+    idx = np.zeros((_NX, _NX), int)
+    for p, (i, j) in enumerate(_PAIRS):
+        idx[i, j] = idx[j, i] = p
+    return y[:, idx]
+
+
 def muon_theory(opt, lam, D0, m, sigma2=0.0, weights=None, *, smooth: float = 0.3,
                 momentum_weights: str = "exact", noise_correlation: bool = True,
                 lag: bool = True, spike: bool = True, n_newton: int = 3,
-                lag_tol: float = 1e-10) -> MuonTheory:
+                lag_tol: float = 1e-10, momentum_model: str = "linear",
+                closed_loop: bool = True, correlated_rest: bool = True,
+                split_gain: bool = True) -> MuonTheory:
     """Build the Muon ODE from a spectrum (`weights` = multiplicities, compressed).
 
     `momentum_weights`: `"exact"` (per-lag weight classes) or `"effective"` (equal
     weights at `B_eff`); `noise_correlation`: the lag correlation of the updates;
-    `lag`: evolve the lagged momentum `Δ̃` (else quasi-static `Δ̃ = Δ`); `spike`: the
-    top-singular-value correction; `smooth`: window of the fitted `f` (decades).
+    `lag`: evolve the lagged momentum `Δ̃` (else quasi-static `Δ̃ = Δ`); these three
+    apply to `momentum_model="lagged"`. `momentum_model="linear"` (default): the
+    linear-response model with the options `closed_loop`, `correlated_rest`,
+    `split_gain` (module docstring; switching one off is the negative control of
+    `tests/test_muon_ode.py`). `spike`: the top-singular-value correction; `smooth`:
+    window of the fitted `f` (decades).
     """
     lam, D0, w = check_spectrum(lam, D0, weights, m)
     if momentum_weights not in ("exact", "effective"):
         raise ValueError(f"`momentum_weights` must be 'exact' or 'effective', got "
                          f"{momentum_weights!r}")
+    if momentum_model not in ("linear", "lagged"):
+        raise ValueError(f"`momentum_model` must be 'linear' or 'lagged', got "
+                         f"{momentum_model!r}")
     if not 0 < lag_tol < 1:
         raise ValueError(f"`lag_tol` must be in (0, 1), got {lag_tol!r}")
     mu = float(opt.momentum)
@@ -310,7 +494,9 @@ def muon_theory(opt, lam, D0, m, sigma2=0.0, weights=None, *, smooth: float = 0.
     return MuonTheory(eq, f64(D0), step_size(opt), f64(t), f64(c), f64(e), f64(mu),
                       n_lags, momentum_weights,
                       bool(noise_correlation), bool(lag) and n_lags > 1, bool(spike),
-                      int(opt.ns_steps))
+                      int(opt.ns_steps), bool(getattr(opt, "nesterov", False)),
+                      momentum_model if n_lags > 1 else "none", bool(closed_loop),
+                      bool(correlated_rest), bool(split_gain))
 
 
 @register(Muon)

@@ -5,14 +5,15 @@ the engine:
 
 - SignSVD: `W ← W − η polar(G)` with `scale_by_polar()` below (exact thin SVD,
   nonzero singular values only).
-- Muon: `optax.contrib.muon` with `nesterov=False`, `beta=momentum`,
+- Muon: `optax.contrib.muon` with `nesterov=optimizer.nesterov`, `beta=momentum`,
   `ns_steps`, default quintic coefficients and Frobenius pre-scaling. optax
   multiplies the Newton–Schulz output by `√max(1, fan_out/fan_in) = √max(1, m/d)`
   (reduction axis 0 = d rows, output axis 1 = m columns); we pass
   `learning_rate = η/√max(1, m/d)` so that the update is exactly
   `W ← W − η NS(M)`. Its momentum is a bias-corrected EMA
   `M = (μ M + (1 − μ) G)/(1 − μ^k)`; NS is scale invariant (up to its `eps=1e-8`),
-  so this equals the heavy-ball buffer `M ← μM + G`. optax would send non-2-D
+  so this equals the heavy-ball buffer `M ← μM + G`; with Nesterov optax feeds
+  `μ M/(1 − μ^{k+1}) + (1 − μ) G/(1 − μ^k)` to NS. optax would send non-2-D
   parameters to AdamW: `Δ` is always 2-D here, so that branch is never used.
 - Matrix SignSGD: `optax.sign_sgd(η)`.
 
@@ -136,7 +137,7 @@ def _muon(optimizer: Muon, problem) -> SimSpec:
     lr = optimizer.lr
     lr_optax = (lambda k: lr(k) / width) if callable(lr) else lr / width
     tx = optax.contrib.muon(lr_optax, ns_steps=optimizer.ns_steps, beta=optimizer.momentum,
-                            nesterov=False)
+                            nesterov=optimizer.nesterov)
     return SimSpec(tx)
 
 
