@@ -171,3 +171,33 @@ def test_solver_failure_is_not_reported_as_divergence():
     curve = rc.solve_ode(p, opt, ks, max_steps=8, exact_steps=0, throw=False)
     assert curve.status == "max_steps_reached", (curve.status, curve.message)
     assert "max_steps" in curve.message
+
+
+def test_noiseless_tail_to_1e9_iterations_with_defaults():
+    """Noiseless `PowerLaw(1000, 1.5, 0.5)`, `SGD(0.5, 4)`: every mode ends in the
+    exponential tail `e^{-ρk}` (`k ≳ 1/(ηλ_min) ≈ 6e4`). Default settings reach
+    `k = 1e9` (16 565 steps, 4 of them after `k = 1e7`); the tail follows the exact recursion; negative control: ETD2 without
+    the tail integrating factor exhausts a 25 000-step budget before `k = 1e7`."""
+    p = rc.PowerLaw(1000, 1.5, 0.5, rc.Gaussian(0.0))
+    opt = rc.SGD(0.5, 4)
+    c = rc.solve_ode(p, opt, rc.checkpoints(1e9, 40))
+    assert c.status == "ok", c.message
+    n_steps = c.meta["solver"]["num_steps"]
+    assert n_steps < 20_000, f"{n_steps} ODE steps to k = 1e9"
+    assert np.all(np.diff(c.risk) <= 0) and c.risk[-1] < 1e-250
+    ks = rc.checkpoints(4e5, 30)
+    ode = rc.solve_ode(p, opt, ks)
+    rec = rc.sgd_recursion(p, opt, ks)
+    err = np.max(np.abs(ode.risk[1:] / rec.risk[1:] - 1))
+    assert rec.risk[-1] < 1e-9 * rec.risk[0]
+    assert err < 5e-3, f"ODE vs exact recursion down to P = {rec.risk[-1]:.1e}: {err:.2e}"
+    th = rc.odes.theory_for(opt, p)
+    ts = jnp.asarray(rc.checkpoints(1e7, 20), jnp.float64)
+    sols = [diffrax.diffeqsolve(
+        diffrax.ODETerm(th.vector_field), ETD2(th.damping, risk), 0.0, ts[-1], None,
+        th.init_state(), saveat=diffrax.SaveAt(ts=ts),
+        stepsize_controller=diffrax.PIDController(rtol=1e-5, atol=1e-30),
+        max_steps=25_000, throw=False) for risk in (th.risk, None)]
+    assert sols[0].result == diffrax.RESULTS.successful
+    assert sols[1].result == diffrax.RESULTS.max_steps_reached, \
+        "negative control: plain ETD2 should not reach k = 1e7 in 25 000 steps"
