@@ -57,3 +57,30 @@ def test_compute_optimal_phase_ii_small_grid():
     pe = paper_exponents(1.0, 0.7)
     assert abs(r.loss_exponent - pe["loss"]) < 0.1, (r.loss_exponent, pe)
     assert abs(r.d_exponent - pe["d"]) < 0.1, (r.d_exponent, pe)
+
+
+def test_momentum_factories_and_exponents():
+    """SGD-M at half its own threshold (about (1 − μ) × SGD's), DANA factories, the
+    effective-time exponent of DANA-decaying, and argument checks."""
+    import riskcurves as rc
+    from riskcurves.studies import dana_at_fraction, dana_exponents, loss_exponent, sgdm_at_fraction
+
+    p = rc.PowerLaw(64, 2.0, 1.4)
+    sgd = sgd_at_fraction(0.5)(p)
+    m = sgdm_at_fraction(0.5, 0.9)(p)
+    assert m.momentum == 0.9 and 0.05 < m.lr / sgd.lr < 0.2
+    dec = dana_at_fraction(1.0)(p)
+    const = dana_at_fraction(1.0, "constant")(p)
+    assert dec.kappa == 0.5 and dec.g3 == 0.5 * dec.lr and dec.lr == sgd.lr
+    assert const.kappa == 0.0 and abs(const.g3 - 0.5 * const.lr / 64) < 1e-15
+    e = dana_exponents(1.0, 0.7)
+    assert abs(e["sgd"] - 1.2) < 1e-12 and e["sgdm"] == e["sgd"]
+    assert abs(e["dana-decaying"] - 1.8) < 1e-12
+    ks = np.arange(1, 1000)
+    assert abs(loss_exponent(ks, 3.0 * ks ** -1.3, (10, 500)) - 1.3) < 1e-10
+    for bad, name in ((lambda: sgdm_at_fraction(0.5, 1.0), "momentum"),
+                      (lambda: dana_at_fraction(1.0, "fast"), "variant"),
+                      (lambda: dana_exponents(0.4, 1.0), "alpha"),
+                      (lambda: loss_exponent(ks, ks ** -1.0, (2, 3)), "k_range")):
+        with pytest.raises(ValueError, match=name):
+            bad()
