@@ -143,3 +143,33 @@ def test_compression_converges():
     err = np.max(np.abs(ld / lf - 1))
     assert default.n_modes < 600
     assert err < 0.01, f"default vs fine nodes: {err:.3%}"
+
+
+def _exact_vs_sim(d, n_runs, K):
+    """PLRF α = 0.55, β = 0 (paper's convention: covariance j^-1.1, b_j = 1, so the
+    target energy is spread over many modes), v = 4d, one W (seed 1), SGD B = 1 at half
+    its threshold: the library's exact theory for this W vs the simulation."""
+    p = rc.PowerLawRF(4 * d, d, 0.55, 0.0, seed=1)
+    opt = _opt(p, batch=1)
+    ks = rc.checkpoints(K, 24)
+    th = rc.solve_ode(p, opt, ks)
+    sim = rc.simulate(p, opt, ks, n_runs=n_runs, seed=5, check_stability=False)
+    m = ks >= 1
+    err = float(np.max(np.abs(sim.risk[m] / th.risk[m] - 1)))
+    z = float(np.max(np.abs(sim.risk[m] - th.risk[m]) / sim.stderr[m]))
+    se = float(np.max(sim.stderr[m] / sim.risk[m]))
+    return err, z, se
+
+
+@pytest.mark.slow
+def test_exact_theory_vs_simulation_3pct():
+    """The issue's "theory vs simulation within 3% over the whole curve at d <= 1024",
+    read as: the theory of the sampled problem (`method="exact"`, the W the simulation
+    uses) against the simulation mean, every checkpoint k >= 1 (excess risk P, not the
+    loss, which would add the constant ½ s_irr and hide errors). d = 256, 2048 runs,
+    k <= 2048: measured max gap 0.99%, max |z| 1.89, stderr/mean <= 0.70%
+    (168 s on the loaded shared CPU). The deterministic equivalent is the W-average
+    (`test_deterministic_equivalent_vs_W_average`, docs/theory/plrf.md)."""
+    err, z, se = _exact_vs_sim(256, 2048, 2048)
+    msg = f"d=256, 2048 runs: max rel err {err:.4f} (tol 0.03), max|z| {z:.2f}, se {se:.4f}"
+    assert err < 0.03 and z < 4.5, msg
