@@ -765,7 +765,8 @@ def _cmd_scaling_law(a):
             "dana-constant": lambda: studies.dana_at_fraction(a.alpha, "constant", a.lr_fraction,
                                                               batch=a.batch)}[a.optimizer]()
     t0 = time.perf_counter()
-    r = studies.compute_optimal(a.alpha, a.beta, ds, optimizer=make, batch=a.batch, v_ratio=a.v_ratio, horizon=a.horizon,
+    r = studies.compute_optimal(a.alpha, a.beta, ds, optimizer=make, batch=a.batch,
+                                v_ratio=a.v_ratio, horizon=a.horizon,
                                 plrf_options=_COARSE_PLRF if a.coarse else None)
     pred = studies.paper_exponents(a.alpha, a.beta)
     phase = studies.plrf_phase(a.alpha, a.beta)
