@@ -89,10 +89,10 @@ def test_momentum_factories_and_exponents():
 @pytest.mark.slow
 def test_sgdm_keeps_sgd_exponent_dana_decaying_outscales():
     """arXiv 2505.16098 on the deterministic PLRF at d = 1e5 (α = 1, β = 0.7, v = ∞,
-    coarse nodes, B = 1): the loss-curve exponent over k ∈ [1e3, 3e4] (after SGD-M's
-    warm-up transient, before d saturates the curves). Measured (to k = 1e5,
-    docs/theory/scaling_laws.md): SGD 1.204, SGD-M (μ = 0.9) 1.245, DANA-decaying
-    1.627; formula (2α+2β−1)/(2α) = 1.2 for SGD and SGD-M, and the effective-time
+    coarse nodes, B = 1, 40 checkpoints to k = 1e5): the loss-curve exponent over
+    k ∈ [3e3, 3e4] (after SGD-M's warm-up transient, before d saturates the curves).
+    Measured (docs/theory/scaling_laws.md): SGD 1.197, SGD-M (μ = 0.9) 1.230,
+    DANA-decaying 1.632; formula (2α+2β−1)/(2α) = 1.2 for SGD and SGD-M, and the effective-time
     asymptote 1.8 for DANA-decaying. ~20 min on the loaded shared CPU (B = 1 solver
     cost: docs/theory/momentum.md §6)."""
     import math
@@ -103,13 +103,13 @@ def test_sgdm_keeps_sgd_exponent_dana_decaying_outscales():
     opts = dict(nodes_per_decade=6, sub_ratio=1.3, n_top=24, pts_per_decade=30, n_arc=12,
                 j_exact=512)
     p = rc.PowerLawRF(math.inf, 10**5, 1.0, 0.7, method="deterministic", **opts)
-    ks = rc.checkpoints(30000, 30)
+    ks = rc.checkpoints(10**5, 40)
     fits = {}
     for name, make in (("sgd", sgd_at_fraction(0.5)), ("sgdm", sgdm_at_fraction(0.5, 0.9)),
                        ("dana-decaying", dana_at_fraction(1.0))):
         c = rc.solve_ode(p, make(p), ks, check_stability=False)
         assert c.status == "ok", (name, c.message)
-        fits[name] = loss_exponent(ks, c.risk, (1e3, 3e4))
+        fits[name] = loss_exponent(ks, c.risk, (3e3, 3e4))
     pred = dana_exponents(1.0, 0.7)
     assert abs(fits["sgd"] - pred["sgd"]) < 0.05, fits
     assert abs(fits["sgdm"] - fits["sgd"]) < 0.05, fits
