@@ -11,7 +11,10 @@ and the exponents `L* ~ f^(−η)`, `d* ~ f^(ξ)` are least-squares slopes in lo
 over the flops where the minimiser is interior to the `d` grid. `paper_exponents`
 gives the paper's formulas for the phases with `2α > 1` (its α, β: data
 covariance `j^(−2α)`, target `b_j = j^(−β)`), measured against in
-`docs/theory/scaling_laws.md`.
+`docs/theory/scaling_laws.md`. Optimizer factories: `sgd_at_fraction`,
+`sgdm_at_fraction` (heavy ball / Nesterov) and `dana_at_fraction` (DANA, arXiv
+2505.16098); `dana_exponents` and `loss_exponent` compare their loss-curve
+exponents (SGD-M keeps SGD's, DANA-decaying outscales it).
 """
 
 from __future__ import annotations
