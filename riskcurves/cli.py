@@ -754,22 +754,31 @@ def _cmd_scaling_law(a):
         raise ValueError(f"--lr-fraction must be in (0, 1), got {a.lr_fraction}")
     if a.batch < 1:
         raise ValueError(f"--batch must be an integer >= 1, got {a.batch}")
+    if not 0 <= a.momentum < 1:
+        raise ValueError(f"--momentum must be in [0, 1), got {a.momentum}")
     ds = np.unique(np.round(np.logspace(np.log10(a.d_min), np.log10(a.d_max), a.d_num))
                    .astype(int))
+    make = {"sgd": lambda: studies.sgd_at_fraction(a.lr_fraction, a.batch),
+            "sgdm": lambda: studies.sgdm_at_fraction(a.lr_fraction, a.momentum, a.batch),
+            "dana-decaying": lambda: studies.dana_at_fraction(a.alpha, "decaying", a.lr_fraction,
+                                                              batch=a.batch),
+            "dana-constant": lambda: studies.dana_at_fraction(a.alpha, "constant", a.lr_fraction,
+                                                              batch=a.batch)}[a.optimizer]()
     t0 = time.perf_counter()
-    r = studies.compute_optimal(a.alpha, a.beta, ds,
-                                optimizer=studies.sgd_at_fraction(a.lr_fraction, a.batch),
-                                batch=a.batch, v_ratio=a.v_ratio, horizon=a.horizon,
+    r = studies.compute_optimal(a.alpha, a.beta, ds, optimizer=make, batch=a.batch,
+                                v_ratio=a.v_ratio, horizon=a.horizon,
                                 plrf_options=_COARSE_PLRF if a.coarse else None)
     pred = studies.paper_exponents(a.alpha, a.beta)
     phase = studies.plrf_phase(a.alpha, a.beta)
     print(f"PLRF alpha={a.alpha:g} beta={a.beta:g} (paper's convention), phase {phase}, "
-          f"SGD at {a.lr_fraction:g} x threshold, B={a.batch}")
+          f"{a.optimizer} at {a.lr_fraction:g} x threshold, B={a.batch}"
+          + ("" if a.optimizer == "sgd" else " (paper's formulas are for SGD)"))
     print(f"  loss exponent  L* ~ f^-eta: fitted {r.loss_exponent:.4f}, paper "
           f"{pred['loss']:.4f}")
     print(f"  size exponent  d* ~ f^xi : fitted {r.d_exponent:.4f}, paper {pred['d']:.4f}")
     os.makedirs(a.out, exist_ok=True)
-    stem = f"scaling_law_a{a.alpha:g}_b{a.beta:g}_B{a.batch}_lr{a.lr_fraction:g}"
+    opt_tag = "" if a.optimizer == "sgd" else f"_{a.optimizer}"
+    stem = f"scaling_law{opt_tag}_a{a.alpha:g}_b{a.beta:g}_B{a.batch}_lr{a.lr_fraction:g}"
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     for i, d in enumerate(r.ds):
         ax[0].loglog(d * r.ks[1:] * r.batch, r.loss[i, 1:], lw=0.8, alpha=0.6,
@@ -777,7 +786,7 @@ def _cmd_scaling_law(a):
     ax[0].loglog(r.flops, r.frontier, "k", lw=2,
                  label=f"frontier L*(f), fit f^-{r.loss_exponent:.3f}")
     ax[0].set(xlabel="flops f = d·k·B", ylabel="loss L(d, f/(dB))",
-              title=f"PLRF α={a.alpha:g}, β={a.beta:g} (phase {phase}), SGD B={a.batch}")
+              title=f"PLRF α={a.alpha:g}, β={a.beta:g} (phase {phase}), {a.optimizer} B={a.batch}")
     ax[0].legend(fontsize=7)
     ax[1].loglog(r.flops, r.d_opt, "k")
     ax[1].set(xlabel="flops f", ylabel="compute-optimal d*(f)",
@@ -785,7 +794,8 @@ def _cmd_scaling_law(a):
     fig.tight_layout()
     fig.savefig(os.path.join(a.out, stem + ".png"), dpi=120)
     plt.close(fig)
-    out = {"alpha": a.alpha, "beta": a.beta, "phase": phase, "batch": a.batch,
+    out = {"alpha": a.alpha, "beta": a.beta, "phase": phase, "optimizer": a.optimizer,
+           "momentum": a.momentum, "batch": a.batch,
            "lr_fraction": a.lr_fraction, "loss_predicted": pred["loss"],
            "loss_fitted": r.loss_exponent, "d_predicted": pred["d"], "d_fitted": r.d_exponent,
            "fit_range": list(map(float, r.fit_range)), "ds": r.ds.tolist(),
@@ -798,7 +808,7 @@ def _cmd_scaling_law(a):
 
 
 def _add_scaling_parser(sub):
-    q = sub.add_parser("scaling-law", help="compute-optimal frontier of SGD on PLRF",
+    q = sub.add_parser("scaling-law", help="compute-optimal frontier on PLRF",
                        description="Compute-optimal scaling law of SGD on power-law random "
                                    "features (arXiv 2405.15074 conventions: data j^-alpha, "
                                    "target j^-beta): the frontier min_d L(d, f/(dB)), d*(f) "
@@ -812,8 +822,13 @@ def _add_scaling_parser(sub):
     q.add_argument("--d-max", type=float, default=1e5, help="largest model size d")
     q.add_argument("--d-num", type=int, default=7, help="model sizes, log-spaced")
     q.add_argument("--batch", type=int, default=1, help="minibatch size B")
+    q.add_argument("--optimizer", choices=("sgd", "sgdm", "dana-decaying", "dana-constant"),
+                   default="sgd", help="sgd; sgdm (heavy ball, --momentum); DANA (arXiv "
+                   "2505.16098): decaying kappa=1/(2 alpha), g3=lr/2, or constant g3=lr/(2d)")
+    q.add_argument("--momentum", type=float, default=0.9, help="momentum of sgdm")
     q.add_argument("--lr-fraction", type=float, default=0.5,
-                   help="SGD step size as a fraction of its stability threshold")
+                   help="step size (DANA: gamma2) as a fraction of the stability threshold "
+                        "(SGD's; sgdm: its own)")
     q.add_argument("--v-ratio", type=float, default=None,
                    help="data dimension v = ratio·d (default: v = infinity)")
     q.add_argument("--horizon", type=float, default=1e12, help="largest iteration count")

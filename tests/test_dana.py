@@ -69,25 +69,54 @@ def test_simulation_matches_exact_recursion():
     assert np.max(np.abs(z)) < 4.5 and abs(z.mean()) < 2.5, np.round(z, 2)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kappa", [0.0, 1 / (2 * 0.8)])
-def test_ode_vs_simulation(kappa):
-    """Bulk power law (alpha = 0.8, beta = 0, d = 500): DANA-constant (g3 = lr/d) and
-    DANA-decaying (kappa = 1/(2 alpha), g3 = lr): the default ODE within 3% of the
-    simulation mean at every checkpoint k >= 1."""
-    d = 500
+def _bulk_case(d, B, variant, n_runs, K=2000, seed=7):
+    """Bulk power law `PowerLaw(d, 0.8, 0)` (`λ_j = j^-0.8`: the risk is spread over
+    many modes, so the Monte-Carlo error of the mean is small), σ = 0.1, γ2 = half the
+    SGD threshold, δ = 8; DANA-constant `g3 = γ2/d`, DANA-decaying `κ = 1/0.8`
+    (`1/(2α)` in the paper's convention `λ_j = j^(−2α)`), `g3 = γ2/5`."""
     p = rc.PowerLaw(d, 0.8, 0.0, rc.Gaussian(0.1))
-    lr = 0.5 * rc.theory.stability_threshold(rc.SGD(1.0, 1), p)
-    g3 = lr / d if kappa == 0 else 0.2 * lr
-    opt = rc.DANA(lr, g3, batch=1, delta=8.0, kappa=kappa)
-    ks = rc.checkpoints(3000, 20)
+    lr = 0.5 * rc.theory.stability_threshold(rc.SGD(1.0, B), p)
+    opt = (rc.DANA(lr, lr / d, batch=B, delta=8.0, kappa=0.0) if variant == "constant"
+           else rc.DANA(lr, 0.2 * lr, batch=B, delta=8.0, kappa=1 / 0.8))
+    ks = rc.checkpoints(K, 24)
     ode = rc.solve_ode(p, opt, ks)
-    sims = rc.simulate(p, opt, ks, n_runs=512, seed=7)
-    err = rc.max_rel_err(ode, sims, k_min=1)
-    z = (sims.risk[1:] - ode.risk[1:]) / sims.stderr[1:]
-    msg = f"kappa={kappa:.3f}: max rel err {err:.4f} (tol 0.03), max|z| {np.max(np.abs(z)):.2f}"
-    assert ode.status == "ok"
-    assert err < 0.03 and np.max(np.abs(z)) < 4.5, msg
+    sims = rc.simulate(p, opt, ks, n_runs=n_runs, seed=seed, check_stability=False)
+    m = ks >= 1
+    err = float(np.max(np.abs(ode.risk[m] / sims.risk[m] - 1)))
+    z = float(np.max(np.abs(sims.risk[m] - ode.risk[m]) / sims.stderr[m]))
+    se = float(np.max(sims.stderr[m] / sims.risk[m]))
+    return ode, err, z, se
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["constant", "decaying"])
+@pytest.mark.parametrize("B", [1, 4, 8])
+def test_ode_vs_simulation(B, variant):
+    """d = 256, 1024 runs, 24 checkpoints to k = 2000 (past the 1024-step discrete start,
+    μ(k) up to 0.996): the default ODE within 3% of the simulation mean at every
+    checkpoint k >= 1 and within 4.5 standard errors. Measured (docs/theory/momentum.md
+    §5): max gap 0.66–1.54%, max |z| 1.37–2.59, stderr/mean <= 0.79%; ODE vs exact
+    recursion <= 2.3e-5. 35–380 s per case on the loaded shared CPU."""
+    ode, err, z, se = _bulk_case(256, B, variant, 1024)
+    msg = (f"DANA-{variant} B={B} d=256 1024 runs: max rel err {err:.4f} (tol 0.03), "
+           f"max|z| {z:.2f} (tol 4.5), max stderr/mean {se:.4f}")
+    assert ode.status == "ok", ode.message
+    assert err < 0.03 and z < 4.5, msg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["constant", "decaying"])
+def test_ode_vs_simulation_error_shrinks_with_d(variant):
+    """Same runs (256), B = 4, d = 64 -> 1024: the simulation's standard error and the
+    ODE–simulation gap both shrink (self-averaging of the bulk), while the ODE stays
+    the exact mean. Measured (constant / decaying): gap 4.7% / 5.5% at d = 64 (stderr
+    2.3% / 2.5%) -> 1.2% / 1.2% at d = 1024 (stderr 0.68% / 0.65%, max |z| 2.9);
+    the d = 1024 case takes 5–14 min at load ~20 on the shared CPU."""
+    _, e_small, _, se_small = _bulk_case(64, 4, variant, 256)
+    _, e_big, z_big, se_big = _bulk_case(1024, 4, variant, 256)
+    msg = (f"DANA-{variant}: d=64 gap {e_small:.4f} se {se_small:.4f}; d=1024 gap {e_big:.4f} "
+           f"se {se_big:.4f} max|z| {z_big:.2f}")
+    assert se_big < 0.7 * se_small and e_big < e_small and z_big < 4.5, msg
 
 
 @pytest.mark.slow

@@ -143,3 +143,70 @@ def test_compression_converges():
     err = np.max(np.abs(ld / lf - 1))
     assert default.n_modes < 600
     assert err < 0.01, f"default vs fine nodes: {err:.3%}"
+
+
+def _exact_vs_sim(d, n_runs, K):
+    """PLRF α = 0.55, β = 0 (paper's convention: covariance j^-1.1, b_j = 1, so the
+    target energy is spread over many modes), v = 4d, one W (seed 1), SGD B = 1 at half
+    its threshold: the library's exact theory for this W vs the simulation."""
+    p = rc.PowerLawRF(4 * d, d, 0.55, 0.0, seed=1)
+    opt = _opt(p, batch=1)
+    ks = rc.checkpoints(K, 24)
+    th = rc.solve_ode(p, opt, ks)
+    sim = rc.simulate(p, opt, ks, n_runs=n_runs, seed=5, check_stability=False)
+    m = ks >= 1
+    err = float(np.max(np.abs(sim.risk[m] / th.risk[m] - 1)))
+    z = float(np.max(np.abs(sim.risk[m] - th.risk[m]) / sim.stderr[m]))
+    se = float(np.max(sim.stderr[m] / sim.risk[m]))
+    return err, z, se
+
+
+@pytest.mark.slow
+def test_exact_theory_vs_simulation_3pct():
+    """The issue's "theory vs simulation within 3% over the whole curve at d <= 1024",
+    read as: the theory of the sampled problem (`method="exact"`, the W the simulation
+    uses) against the simulation mean, every checkpoint k >= 1 (excess risk P, not the
+    loss, which would add the constant ½ s_irr and hide errors). d = 256, 2048 runs,
+    k <= 2048: measured max gap 0.99%, max |z| 1.89, stderr/mean <= 0.70%
+    (168 s on the loaded shared CPU). The deterministic equivalent is the W-average
+    (`test_deterministic_equivalent_vs_W_average`, docs/theory/plrf.md)."""
+    err, z, se = _exact_vs_sim(256, 2048, 2048)
+    msg = f"d=256, 2048 runs: max rel err {err:.4f} (tol 0.03), max|z| {z:.2f}, se {se:.4f}"
+    assert err < 0.03 and z < 4.5, msg
+
+
+@pytest.mark.slow
+def test_fixed_point_converges_on_steep_spectra():
+    """α = 1.5, d = 1e5, v = ∞ (eigenvalues down to ~1e-15): the fixed point reaches
+    round-off (measured 2.2e-16; before the final Newton iterations at the target z the
+    continuation stopped at 9.6e-4 and the spectrum was refused). 42 s at load 20 on
+    the shared 2 cores (slow: compile + 2 fixed-point grids)."""
+    sp = plrf_spectrum(math.inf, 10**5, 1.5, 1.0, nodes_per_decade=6, sub_ratio=1.3, n_top=24,
+                       pts_per_decade=30, n_arc=12, j_exact=512)
+    assert sp["residual"] < 1e-12, sp["residual"]
+    assert sp["count_error"] < 1e-4
+
+
+@pytest.mark.slow
+def test_deterministic_equivalent_within_3pct_of_W_average_d512():
+    """The deterministic equivalent as a theory of PLRF averaged over W (a simulation
+    that draws a fresh W per run): α = 0.55, β = 0, d = 512, v = 4d, SGD B = 4 at half
+    its threshold, loss `P + ½ s_irr`, 24 checkpoints to k = 100d, 32 draws of W (each
+    curve the exact theory of its W, itself checked against simulation above). Measured:
+    max relative deviation 0.56% (1.9 s.e. of the W-average; single W up to 6.4% off);
+    578 s at load ~20 on the shared CPU. Negative control: the data power law
+    `PowerLaw(d, 2α, 2β)` (features = data) is 100% off."""
+    d, a, b = 512, 0.55, 0.0
+    pd = rc.PowerLawRF(4 * d, d, a, b, method="deterministic")
+    opt = _opt(pd)
+    ks = rc.checkpoints(100 * d, 24)[1:]
+    de = rc.solve_ode(pd, opt, ks).risk + 0.5 * pd.noise_variance
+    curves = np.array([rc.solve_ode(p, opt, ks).risk + 0.5 * p.noise_variance
+                       for p in (rc.PowerLawRF(4 * d, d, a, b, seed=100 + s) for s in range(32))])
+    mean = curves.mean(0)
+    se = curves.std(0, ddof=1) / math.sqrt(len(curves))
+    err = float(np.max(np.abs(mean / de - 1)))
+    z = float(np.max(np.abs(mean - de) / se))
+    assert err < 0.03 and z < 4.5, f"DE vs W-average: max rel {err:.4f} (tol 0.03), {z:.2f} s.e."
+    naive = rc.solve_ode(rc.PowerLaw(d, 2 * a, 2 * b), opt, ks, check_stability=False).risk
+    assert np.max(np.abs(naive / de - 1)) > 0.03

@@ -19,9 +19,13 @@ from ._phases import phase_diagram as phase_diagram
 from ._phases import phase_grid as phase_grid
 from ._scaling import ScalingLaw as ScalingLaw  # noqa: E402
 from ._scaling import compute_optimal as compute_optimal  # noqa: E402
+from ._scaling import dana_at_fraction as dana_at_fraction  # noqa: E402
+from ._scaling import dana_exponents as dana_exponents  # noqa: E402
+from ._scaling import loss_exponent as loss_exponent  # noqa: E402
 from ._scaling import paper_exponents as paper_exponents  # noqa: E402
 from ._scaling import plrf_phase as plrf_phase  # noqa: E402
 from ._scaling import sgd_at_fraction as sgd_at_fraction  # noqa: E402
+from ._scaling import sgdm_at_fraction as sgdm_at_fraction  # noqa: E402
 from ._schedule import optimize_schedule as optimize_schedule
 from ._schedule import schedule_risk as schedule_risk
 from ._sweep import best_lr as best_lr

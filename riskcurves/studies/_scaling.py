@@ -11,7 +11,10 @@ and the exponents `L* ~ f^(−η)`, `d* ~ f^(ξ)` are least-squares slopes in lo
 over the flops where the minimiser is interior to the `d` grid. `paper_exponents`
 gives the paper's formulas for the phases with `2α > 1` (its α, β: data
 covariance `j^(−2α)`, target `b_j = j^(−β)`), measured against in
-`docs/theory/scaling_laws.md`.
+`docs/theory/scaling_laws.md`. Optimizer factories: `sgd_at_fraction`,
+`sgdm_at_fraction` (heavy ball / Nesterov) and `dana_at_fraction` (DANA, arXiv
+2505.16098); `dana_exponents` and `loss_exponent` compare their loss-curve
+exponents (SGD-M keeps SGD's, DANA-decaying outscales it).
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ import numpy as np
 from .._curve import checkpoints as _checkpoints
 from .._plrf import PowerLawRF
 from ..odes import solve_ode
-from ..optimizers import SGD
+from ..optimizers import DANA, SGD
 from ..problems import Problem
 from ..theory import stability_threshold
+from ..theory._momentum import momentum_stability_threshold
 
-__all__ = ["ScalingLaw", "compute_optimal", "paper_exponents", "sgd_at_fraction", "plrf_phase"]
+__all__ = ["ScalingLaw", "compute_optimal", "paper_exponents", "sgd_at_fraction", "plrf_phase",
+           "sgdm_at_fraction", "dana_at_fraction", "loss_exponent", "dana_exponents"]
 
 
 def plrf_phase(alpha: float, beta: float) -> str:
@@ -71,6 +76,76 @@ def sgd_at_fraction(fraction: float = 0.5, batch: int = 1) -> Callable:
         return SGD(lr=fraction * thr, batch=batch)
 
     return make
+
+
+def sgdm_at_fraction(fraction: float = 0.5, momentum: float = 0.9, batch: int = 1,
+                     nesterov: bool = False) -> Callable:
+    """Optimizer factory: SGD with momentum `μ` (optax heavy ball or Nesterov) at
+    `fraction` of its own stability threshold (`theory.momentum_stability_threshold`,
+    about `(1 − μ)` times SGD's)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"`fraction` must be in (0, 1), got {fraction}")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"`momentum` must be in [0, 1), got {momentum}")
+
+    def make(problem):
+        thr = momentum_stability_threshold(problem, momentum, batch, nesterov)
+        return SGD(lr=fraction * thr, batch=batch, momentum=momentum, nesterov=nesterov)
+
+    return make
+
+
+def dana_at_fraction(alpha: float, variant: str = "decaying", fraction: float = 0.5,
+                     g3_ratio: float = 0.5, delta: float = 8.0, batch: int = 1) -> Callable:
+    """Optimizer factory: DANA (arXiv 2505.16098) on PLRF of data exponent `alpha`
+    (the paper's: covariance `j^(−2α)`).
+
+    `γ2 = fraction ×` SGD's stability threshold; DANA-decaying: `κ = 1/(2α)`,
+    `g3 = g3_ratio·γ2`; DANA-constant: `κ = 0`, `g3 = g3_ratio·γ2/d` (the `1/d`
+    scaling that keeps it stable, `theory.dana_divergence_time`). `δ = delta`.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"`fraction` must be in (0, 1), got {fraction}")
+    if variant not in ("decaying", "constant"):
+        raise ValueError(f"`variant` must be 'decaying' or 'constant', got {variant!r}")
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"`alpha` must be finite and > 0, got {alpha}")
+
+    def make(problem):
+        lr = fraction * stability_threshold(SGD(lr=1e-6, batch=batch), problem)
+        if variant == "decaying":
+            return DANA(lr, g3_ratio * lr, batch=batch, delta=delta, kappa=1 / (2 * alpha))
+        return DANA(lr, g3_ratio * lr / problem.d, batch=batch, delta=delta, kappa=0.0)
+
+    return make
+
+
+def dana_exponents(alpha: float, beta: float) -> dict:
+    """Loss-curve exponents `P(k) ~ k^(−σ)` in the population-limited regime
+    (`1 ≪ k`, before the model size `d` saturates the curve) on PLRF(α, β), `2α > 1`:
+
+    - SGD and SGD with momentum (constant `μ`): `σ = (2α + 2β − 1)/(2α)` (the
+      paper's `F_pp`; momentum only rescales the step, `η → η/(1 − μ)`);
+    - DANA-decaying (`κ = 1/(2α)`): the buffer averages the last `~k/δ` gradients,
+      so the effective step is `γ2 + γ3(k)·k/(δ + 1) ~ k^(1 − κ)` and the effective
+      time `τ(k) ~ k^(2 − κ)`: `σ_DANA = (2 − 1/(2α))·σ_SGD` (docs/theory/scaling_laws.md;
+      asymptotic, reached slowly: measured local slopes there).
+    """
+    if not 2 * alpha > 1:
+        raise ValueError(f"`alpha` must be > 1/2, got {alpha}")
+    s = (2 * alpha + 2 * beta - 1) / (2 * alpha)
+    return {"sgd": s, "sgdm": s, "dana-decaying": (2 - 1 / (2 * alpha)) * s}
+
+
+def loss_exponent(ks, loss, k_range) -> float:
+    """Least-squares slope `σ` of `log loss = −σ log k + c` over `k_lo <= k <= k_hi`
+    (`k_range = (k_lo, k_hi)`, at least 3 checkpoints inside)."""
+    ks, loss = np.asarray(ks, np.float64), np.asarray(loss, np.float64)
+    lo, hi = k_range
+    sel = (ks >= lo) & (ks <= hi) & np.isfinite(loss) & (loss > 0)
+    if sel.sum() < 3:
+        raise ValueError(f"`k_range` {k_range} holds {int(sel.sum())} checkpoints (need >= 3)")
+    return -_fit(ks[sel], loss[sel])
 
 
 class ScalingLaw(NamedTuple):
