@@ -373,7 +373,9 @@ def phase_point(alpha, beta, d, batch, *, J_max=None, n_k=17, lrs_per_decade=3,
     `"muon"` (Newton–Schulz Muon without momentum, `muon` = options of `muon_theory`).
 
     Returns a dict: `J`, `k`, `d`, `trK`, `P0`, `<method>` envelopes, `<method>_lr`,
-    `edge`, `log_ratio` (`log P_svd/P_sgn`), `phase` (`classify`), `flip_J`.
+    `edge`, `log_ratio` (`log P_svd/P_sgn`), `phase` (`classify` over all horizons),
+    `flip_J`, `phase_bulk` (`classify` over the bulk horizons `J <= √d`) and `tie_bulk`
+    (`|log ratio| <= 0.05` at every bulk horizon: the two are equal there).
     """
     from ..theory._phases_asymptotics import mode_horizon
     if not (alpha > 0 and d >= 16 and batch >= 1 and n_k >= 3):
@@ -421,15 +423,64 @@ def phase_point(alpha, beta, d, batch, *, J_max=None, n_k=17, lrs_per_decade=3,
         out["phase"] = classify(r)
         fj = flip_time(J, _running_median(r, 3))
         out["flip_J"] = fj if out["phase"] == 0 else None
+        bulk = J <= np.sqrt(d)  # J → ∞ but J/d → 0: horizons that stay in the bulk
+        out["phase_bulk"] = classify(r[bulk])
+        out["tie_bulk"] = bool(np.all(np.abs(_running_median(r[bulk], 3)) <= 0.05))
     return out
 
 
 def _muon_theory(lam, D0, w, m, batch, sigma2, options):
+    """Muon (Newton–Schulz, no momentum) with a traced constant step size `eta`."""
     from ..odes._muon import muon_theory
     from ..optimizers import Muon
     th = muon_theory(Muon(1.0, batch, momentum=0.0), lam, D0, m, sigma2=sigma2, weights=w,
                      **options)
-    return th
+    return _MuonEta(th, jnp.asarray(1.0, jnp.float64))
+
+
+class _MuonEta(AbstractRateTheory):
+    """Muon ODE whose constant step size is the leaf `eta` (vmapped in `_solve_lrs`)."""
+
+    inner: eqx.Module
+    eta: jax.Array
+
+    def init_state(self):
+        return self.inner.init_state()
+
+    def risk(self, y):
+        return self.inner.risk(y)
+
+    def _rates(self, k, y):
+        th = eqx.tree_at(lambda t: t.step.eta, self.inner, self.eta)
+        return th._rates(k, y)
+
+    def lr(self, k, y):
+        return self.eta
+
+
+_CELL_KEYS = ("phase", "phase_bulk", "tie_bulk", "final_log_ratio", "min_log_ratio",
+              "max_log_ratio", "log_ratio", "J", "flip_J", "edge", "seconds", "svd_env",
+              "sgn_env", "svd_lr", "sgn_lr", "muon_env", "muon_lr")
+
+
+def plane_cell(o):
+    """JSON-able summary of one `phase_point` output (one cell of `phase_plane`)."""
+    r = np.asarray(o["log_ratio"])
+    J = np.asarray(o["J"])
+    rm = _running_median(r, 3)
+    bulk = J <= np.sqrt(o["d"])
+    cell = {"phase": int(classify(r)), "phase_bulk": int(classify(r[bulk])),
+            "tie_bulk": bool(np.all(np.abs(_running_median(r[bulk], 3)) <= 0.05)),
+            "final_log_ratio": float(rm[-1]), "min_log_ratio": float(rm.min()),
+            "max_log_ratio": float(rm.max()), "log_ratio": [float(x) for x in r],
+            "J": [float(x) for x in J], "edge": bool(o["edge"])}
+    fj = flip_time(J, rm)
+    cell["flip_J"] = fj if cell["phase"] == 0 else None
+    for name in ("svd", "sgn", "muon"):
+        if name in o:
+            cell[name + "_env"] = [float(x) for x in o[name]]
+            cell[name + "_lr"] = [float(x) for x in o[name + "_lr"]]
+    return cell
 
 
 def phase_plane(alphas, betas, ds, batch, *, progress=None, **kwargs):
@@ -452,30 +503,15 @@ def phase_plane(alphas, betas, ds, batch, *, progress=None, **kwargs):
            "settings": {k: v for k, v in kwargs.items()
                         if isinstance(v, (int, float, str, bool, type(None)))}}
     for d in ds:
-        g = {key: [[None] * len(betas) for _ in alphas]
-             for key in ("phase", "final_log_ratio", "min_log_ratio", "max_log_ratio",
-                         "log_ratio", "J", "flip_J", "edge", "seconds", "svd_env",
-                         "sgn_env", "svd_lr", "sgn_lr", "muon_env", "muon_lr")}
+        g = {key: [[None] * len(betas) for _ in alphas] for key in _CELL_KEYS}
         for i, a in enumerate(alphas):
             for j, b in enumerate(betas):
                 t0 = time.perf_counter()
-                o = phase_point(a, b, d, batch, **kwargs)
-                r = o["log_ratio"]
-                rm = _running_median(r, 3)
-                g["phase"][i][j] = int(o["phase"])
-                g["final_log_ratio"][i][j] = float(rm[-1])
-                g["min_log_ratio"][i][j] = float(rm.min())
-                g["max_log_ratio"][i][j] = float(rm.max())
-                g["log_ratio"][i][j] = [float(x) for x in r]
-                g["J"][i][j] = [float(x) for x in o["J"]]
-                g["flip_J"][i][j] = o["flip_J"]
-                g["edge"][i][j] = bool(o["edge"])
-                for name in ("svd", "sgn", "muon"):
-                    if name in o:
-                        g[name + "_env"][i][j] = [float(x) for x in o[name]]
-                        g[name + "_lr"][i][j] = [float(x) for x in o[name + "_lr"]]
-                g["seconds"][i][j] = time.perf_counter() - t0
+                cell = plane_cell(phase_point(a, b, d, batch, **kwargs))
+                cell["seconds"] = time.perf_counter() - t0
+                for key in _CELL_KEYS:
+                    g[key][i][j] = cell.get(key)
                 if progress is not None:
-                    progress(d, i, j, g["seconds"][i][j])
+                    progress(d, i, j, cell["seconds"])
         res[str(d)] = g
     return res

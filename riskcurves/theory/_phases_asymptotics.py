@@ -17,9 +17,9 @@ Results (both methods read as SGD with a risk-dependent step `γ`):
   `Σ_j λ_j/(λ_j + κ0) = B`: `κ0 ≈ tr K/B − ...` for `α < 1` (all modes SGD-like once
   `tr K > B`), `κ0 → ((π/α)/(B sin(π/α)))^α` for `α > 1` (the top `≈ B` modes are
   `√λ`-preconditioned).
-- `risk_exponent`, `optimal_lr_exponent`: tail-limited decay `P*(k) ∝ k^(−(α+β−1)/α)` of
-  the tuned envelopes (`α + β > 1`), and `η*(k) ∝ √P*(k)` (both methods are normalised:
-  a constant `η` reaches a floor `∝ η²`).
+- `risk_exponent`, `optimal_lr_exponent`: decay `P*(k) ∝ k^(−min((α+β−1)/α, 2))` of the
+  tuned envelopes (`α + β > 1`; 2 is the normalised-step limit) and `η*(k) ∝ √P*(k)`
+  (both methods are normalised: a constant `η` reaches a floor `∝ η²`).
 - `mode_horizon`: `k_J = tr K · J^α / B`, the horizon at which SGD at its noise-limited
   step `γ ≈ B/tr K` has learned the top `J` modes (the d-scaled horizon of the study).
 - `predicted_phase`: `+1` SignSVD (`α > 1`), `−1` SignSGD (`α < 1`, `α + β < 1`), `0`
@@ -105,18 +105,23 @@ def bulk_noise_constant(batch: float) -> float:
 
 
 def risk_exponent(alpha: float, beta: float) -> float:
-    """`p` in `P*(k) ∝ k^(−p)`, `p = (α + β − 1)/α` (tuned noiseless envelope, tail-limited,
-    `α + β > 1`; for `α + β < 1` the risk sits on modes `j ~ d` and decays only at
-    `k ~ k_d`, see `mode_horizon`)."""
+    """`p` in `P*(k) ∝ k^(−p)` for the tuned noiseless envelope of either method:
+    `p = min((α + β − 1)/α, 2)` (`α + β > 1`).
+
+    `(α + β − 1)/α` is SGD's tail-limited decay at its critical step; `2` is the
+    normalised-step limit: at constant `η` the equivalent SGD step `γ ∝ η/√P` starts
+    small and the run needs `k ≳ √P0/η` steps to accelerate, while the floor is
+    `∝ η²`, so `η* ∝ 1/k` and `P* ∝ k^(−2)` whenever the tail decays faster than that.
+    For `α + β < 1` the risk sits on modes `j ~ d` (horizons `mode_horizon(d)`)."""
     _check(alpha)
     if not alpha + beta > 1:
         raise ValueError(f"need alpha + beta > 1 for a d-independent decay, got "
                          f"{alpha} + {beta}")
-    return (alpha + beta - 1) / alpha
+    return min((alpha + beta - 1) / alpha, 2.0)
 
 
 def optimal_lr_exponent(alpha: float, beta: float) -> float:
-    """`q` in `η*(k) ∝ k^q`: `η* ∝ √P*` (floor `∝ η²`), `q = −(α + β − 1)/(2α)`."""
+    """`q` in `η*(k) ∝ k^q`: `η* ∝ √P*` (floor `∝ η²`), `q = −risk_exponent/2`."""
     return -0.5 * risk_exponent(alpha, beta)
 
 
