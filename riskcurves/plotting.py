@@ -144,8 +144,9 @@ def _edges(v):
 def plot_phase_plane(res, d=None, fig=None, insets: bool = True):
     """The `(α, β)` phase plane of `riskcurves.studies.phase_plane` output `res`.
 
-    Cells: the computed phase at dimension `d` (default: the largest computed); a
-    black dot marks cells whose phase differs at another computed `d`. Dashed lines:
+    Cells: the computed phase over all horizons `J ≤ d/4` at dimension `d` (default: the
+    largest computed), the range of the log ratio and the phase over the bulk horizons
+    `J ≤ √d`; a black dot marks cells whose phase differs at another computed `d`. Dashed lines:
     the asymptotic boundaries `α = 1` and `α + β = 1` (docs/theory/phases.md §2).
     Insets: both methods' tuned risk envelopes against `J` (modes learned,
     `k = tr K J^α/B`) for the cell with the largest `|log ratio|` of each phase present.
@@ -166,8 +167,11 @@ def plot_phase_plane(res, d=None, fig=None, insets: bool = True):
     ax.pcolormesh(_edges(be), _edges(al), ph, cmap=cmap, vmin=-1.5, vmax=1.5)
     for i, a in enumerate(al):
         for j, b in enumerate(be):
-            ax.text(b, a, f"{g['min_log_ratio'][i][j]:+.2f}\n{g['max_log_ratio'][i][j]:+.2f}",
-                    ha="center", va="center", fontsize=6.5, color="white")
+            bulk = g.get("phase_bulk", [[None] * len(be)] * len(al))[i][j]
+            tie = g.get("tie_bulk", [[False] * len(be)] * len(al))[i][j]
+            tag = "=" if tie else {1: "SVD", -1: "SGN", 0: "flip", None: "?"}[bulk]
+            ax.text(b, a, f"{g['min_log_ratio'][i][j]:+.2f}…{g['max_log_ratio'][i][j]:+.2f}"
+                    f"\nbulk: {tag}", ha="center", va="center", fontsize=6.5, color="white")
             if any(res[str(o)]["phase"][i][j] != g["phase"][i][j] for o in ds):
                 ax.plot(b + 0.3 * np.diff(_edges(be))[j], a, "k.", ms=5)
     bb = np.linspace(_edges(be)[0], _edges(be)[-1], 50)
@@ -178,8 +182,9 @@ def plot_phase_plane(res, d=None, fig=None, insets: bool = True):
     ax.set_xlabel("β  (target row energies D_j(0) = j^-β)")
     ax.set_ylabel("α  (eigenvalues λ_j = j^-α)")
     ax.set_title(f"SignSVD vs SignSGD (generic K), tuned constant η per horizon\n"
-                 f"d={d:.0e}, B={res['batch']}, k = trK·J^α/B, J ≤ d/4; "
-                 "text: min/max log(P_SVD/P_SGN)", fontsize=8)
+                 f"d={d:.0e}, B={res['batch']}, k = trK·J^α/B, J ≤ d/4 (colour); "
+                 "text: min…max log(P_SVD/P_SGN),\nphase over bulk horizons J ≤ √d "
+                 "(= : tie within 0.05)", fontsize=8)
     handles = [Patch(color=c, label=lab) for c, lab in _PHASE_COLORS.values()]
     handles += [plt.Line2D([], [], color="k", ls="--", label="α = 1 (derived)"),
                 plt.Line2D([], [], color="k", ls=":", label="α + β = 1 (derived)")]

@@ -175,9 +175,11 @@ def test_signsvd_bulk_is_sgd_with_the_same_noise_constant():
 
 
 def test_predicted_phase_and_exponents():
-    assert asy.predicted_phase(1.5, 0.5) == 1
-    assert asy.predicted_phase(0.75, 0.1) == -1
+    assert asy.predicted_phase(1.5, 0.5) == 1 == asy.predicted_phase(1.5, 0.5, "bulk")
+    assert asy.predicted_phase(0.75, 0.1) == 1
+    assert asy.predicted_phase(0.75, 0.1, "bulk") == 2
     assert asy.predicted_phase(0.75, 2.0) == 0
+    assert asy.predicted_phase(0.75, 2.0, "bulk") == -1
     assert asy.risk_exponent(0.5, 2.0) == pytest.approx(2.0)  # normalised-step limit
     assert asy.risk_exponent(1.5, 1.0) == pytest.approx(1.0)  # tail limited
     assert asy.optimal_lr_exponent(0.5, 2.0) == pytest.approx(-1.0)

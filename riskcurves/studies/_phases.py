@@ -63,8 +63,21 @@ def compressed_power_law(d: int, alpha: float, beta: float, n_nodes: int = 120):
     return j**-alpha, j**-beta, np.asarray(ws)
 
 
-@functools.partial(eqx.filter_jit)
 def _solve_lrs(theory, etas, ts, rtol):
+    """Risks `(len(etas), len(ts))` at constant step sizes `etas` (one vmapped solve).
+
+    The batch is padded to a multiple of 8 (repeating the last step size) so that the
+    varying grid sizes of the extension and refinement stages reuse a few compiled
+    programs instead of compiling one per size."""
+    etas = jnp.asarray(etas, jnp.float64)
+    n = int(etas.shape[0])
+    size = max(8, -(-n // 8) * 8)
+    padded = jnp.concatenate([etas, jnp.full((size - n,), etas[-1])])
+    return _solve_lrs_jit(theory, padded, ts, rtol)[:n]
+
+
+@functools.partial(eqx.filter_jit)
+def _solve_lrs_jit(theory, etas, ts, rtol):
     def one(eta):
         th = eqx.tree_at(lambda t: t.eta, theory, eta)
         risk, _, _, code, _ = integrate(th, ts, rtol, 1e-30, max_steps=20_000, exact_steps=0,
@@ -500,6 +513,7 @@ def phase_plane(alphas, betas, ds, batch, *, progress=None, **kwargs):
         raise ValueError("`alphas`, `betas` and `ds` must be non-empty")
     res = {"alphas": alphas, "betas": betas, "ds": ds, "batch": int(batch),
            "predicted": [[predicted_phase(a, b) for b in betas] for a in alphas],
+           "predicted_bulk": [[predicted_phase(a, b, "bulk") for b in betas] for a in alphas],
            "settings": {k: v for k, v in kwargs.items()
                         if isinstance(v, (int, float, str, bool, type(None)))}}
     for d in ds:

@@ -22,8 +22,9 @@ Results (both methods read as SGD with a risk-dependent step `γ`):
   (both methods are normalised: a constant `η` reaches a floor `∝ η²`).
 - `mode_horizon`: `k_J = tr K · J^α / B`, the horizon at which SGD at its noise-limited
   step `γ ≈ B/tr K` has learned the top `J` modes (the d-scaled horizon of the study).
-- `predicted_phase`: `+1` SignSVD (`α > 1`), `−1` SignSGD (`α < 1`, `α + β < 1`), `0`
-  trade-off (`α < 1`, `α + β > 1`).
+- `predicted_phase`: over horizons up to the spectrum's edge, `+1` SignSVD (`α > 1`, or
+  `α + β < 1`), `0` trade-off (`α < 1 < α + β`); over bulk horizons (`J/d → 0`), `+1`
+  (`α > 1`), `−1` SignSGD (`α < 1 < α + β`), `2` tie (`α + β < 1`).
 """
 
 from __future__ import annotations
@@ -143,13 +144,23 @@ def residual_effective_rank(alpha: float, beta: float, d: float) -> float:
     return s1 * s1 / s2
 
 
-def predicted_phase(alpha: float, beta: float) -> int:
-    """Asymptotic phase (`d → ∞`, fixed `B`, horizons `k_J`, `J <= d`): `+1` SignSVD
-    better at every horizon (`α > 1`: `√λ` preconditioning of the top `≈ B` modes),
-    `−1` SignSGD better (`α < 1`, `α + β < 1`: both are SGD with noise constant `2/B` in
-    the bulk; SignSVD's top modes are slower), `0` trade-off (`α < 1`, `α + β > 1`:
-    SignSGD ahead while a few modes carry the risk, SignSVD ahead on the tail)."""
+def predicted_phase(alpha: float, beta: float, window: str = "full") -> int:
+    """Asymptotic phase (`d → ∞`, fixed `B`, horizons `k_J = mode_horizon(J)`).
+
+    `window="full"` (`J ∈ [1, d/4]`, training reaches the spectrum's edge): `+1` SignSVD
+    better at every horizon for `α > 1` (`√λ` preconditioning of the top `≈ B` modes)
+    and for `α < 1, α + β < 1` (a tie in the bulk, then SignSGD's isotropic arcsine
+    noise `η²m(1 − 2/π)` dominates the bottom modes, which carry the risk); `0`
+    trade-off for `α < 1, α + β > 1` (SignSGD ahead while the residual is effectively
+    low-rank, SignSVD ahead at the edge).
+    `window="bulk"` (`J ≤ √d`: `J → ∞`, `J/d → 0`): `+1` for `α > 1`, `−1` SignSGD better
+    at every horizon for `α < 1, α + β > 1`, and `2` (a tie: both are SGD with the
+    same noise constant) for `α < 1, α + β < 1`."""
     _check(alpha)
+    if window not in ("full", "bulk"):
+        raise ValueError(f"`window` must be 'full' or 'bulk', got {window!r}")
     if alpha > 1:
         return 1
-    return -1 if alpha + beta < 1 else 0
+    if window == "full":
+        return 1 if alpha + beta < 1 else 0
+    return 2 if alpha + beta < 1 else -1
