@@ -616,15 +616,19 @@ def _cmd_phase_diagram(a):
             if not all(isinstance(g, dict) and "phase" in g for g in grids):
                 raise ValueError(f"--from-json: {a.from_json!r} holds no phase grid")
     else:
-        alphas = _phase_axis("alpha", a.alphas, a.alpha_min, a.alpha_max, a.n_alpha)
-        betas = _phase_axis("beta", a.betas, a.beta_min, a.beta_max, a.n_beta)
+        plane_mode = a.d is None
+        coarse = plane_mode and a.alphas is None and a.betas is None and a.n_alpha is None
+        alphas = _phase_axis("alpha", [0.5, 1.5] if coarse else a.alphas, a.alpha_min,
+                             a.alpha_max, a.n_alpha or 3)
+        betas = _phase_axis("beta", [0.25, 2.0] if coarse else a.betas, a.beta_min,
+                            a.beta_max, a.n_beta or 3)
         for name, v, lo in (("--batch", a.batch, 1), ("--n-lr", a.n_lr, 3),
                             ("--k-min", a.k_min, 1), ("--n-fine", a.n_fine, 0),
                             ("--n-checkpoints", a.n_checkpoints, 3), ("--n-refine", a.n_refine, 0)):
             if v < lo:
                 raise ValueError(f"{name} must be >= {lo}, got {v}")
         from tqdm import tqdm
-        if a.d is None:
+        if plane_mode:
             ds = [int(x) for x in a.ds]
             if min(ds) < 16:
                 raise ValueError(f"--ds must be >= 16, got {ds}")
@@ -785,10 +789,12 @@ def _add_phase_parser(sub):
                    help="explicit beta grid (overrides --beta-min/--beta-max/--n-beta)")
     q.add_argument("--alpha-min", type=float, default=0.5, help="smallest alpha of the grid")
     q.add_argument("--alpha-max", type=float, default=2.0, help="largest alpha of the grid")
-    q.add_argument("--n-alpha", type=int, default=3, help="alpha grid points")
+    q.add_argument("--n-alpha", type=int, default=None,
+                   help="alpha grid points (default 3; without --alphas/--n-alpha the "
+                        "plane runs the coarse grid alpha in {0.5, 1.5}, beta in {0.25, 2})")
     q.add_argument("--beta-min", type=float, default=0.25, help="smallest beta of the grid")
     q.add_argument("--beta-max", type=float, default=2.0, help="largest beta of the grid")
-    q.add_argument("--n-beta", type=int, default=3, help="beta grid points")
+    q.add_argument("--n-beta", type=int, default=None, help="beta grid points (default 3)")
     q.add_argument("--from-json", default=None, metavar="PATH",
                    help="replot a saved plane or grid, e.g. docs/theory/phases.json")
     q.add_argument("--plane", default="plane_B16",

@@ -20,6 +20,9 @@ Results (both methods read as SGD with a risk-dependent step `γ`):
 - `risk_exponent`, `optimal_lr_exponent`: decay `P*(k) ∝ k^(−min((α+β−1)/α, 2))` of the
   tuned envelopes (`α + β > 1`; 2 is the normalised-step limit) and `η*(k) ∝ √P*(k)`
   (both methods are normalised: a constant `η` reaches a floor `∝ η²`).
+- `tail_log_ratio`: for `α > 1`, SignSVD's late-horizon advantage
+  `log(P*_SVD/P*_SGN) = −p·½ log(λ_1/κ0(B))` (its tail step is `√(λ_1/κ0) ≈ B^(α/2)` times
+  SignSGD's).
 - `mode_horizon`: `k_J = tr K · J^α / B`, the horizon at which SGD at its noise-limited
   step `γ ≈ B/tr K` has learned the top `J` modes (the d-scaled horizon of the study).
 - `predicted_phase`: over horizons up to the spectrum's edge, `+1` SignSVD (`α > 1`, or
@@ -35,7 +38,7 @@ import numpy as np
 
 __all__ = ["power_law_trace", "projector_kappa_asymptotic", "sgd_equivalent_step",
            "bulk_noise_constant", "risk_exponent", "optimal_lr_exponent", "mode_horizon",
-           "predicted_phase", "residual_effective_rank", "PAPER_TO_OURS"]
+           "predicted_phase", "residual_effective_rank", "tail_log_ratio", "PAPER_TO_OURS"]
 
 PAPER_TO_OURS = "alpha = 2 alpha', beta = 2 beta' (paper: lambda_j = j^(-2 alpha'))"
 
@@ -124,6 +127,20 @@ def risk_exponent(alpha: float, beta: float) -> float:
 def optimal_lr_exponent(alpha: float, beta: float) -> float:
     """`q` in `η*(k) ∝ k^q`: `η* ∝ √P*` (floor `∝ η²`), `q = −risk_exponent/2`."""
     return -0.5 * risk_exponent(alpha, beta)
+
+
+def tail_log_ratio(alpha: float, beta: float, batch: float) -> float:
+    """`log(P*_SVD/P*_SGN)` on the tail (late horizons), `α > 1`:
+    `−p · ½ log(λ_1/κ0(B))`, `p = risk_exponent(α, β)`.
+
+    Both methods are SGD-like on the modes below `κ0`; SignSVD's usable step there is
+    `√(λ_1/κ0)` times SignSGD's (its top block is preconditioned by `√λ`, so the top
+    mode's stability limit `η√(Bλ_1/2P) ≲ 1` allows a larger tail step than SignSGD's
+    curvature limit `γλ_1 ≲ 1`), and `P* ∝ γ^(−p)`."""
+    if not alpha > 1:
+        raise ValueError(f"`alpha` must be > 1 (tr K finite), got {alpha!r}")
+    k0 = projector_kappa_asymptotic(alpha, batch)
+    return -risk_exponent(alpha, beta) * 0.5 * math.log(1.0 / k0)
 
 
 def mode_horizon(J, alpha: float, d: float, batch: float):
