@@ -183,9 +183,9 @@ def test_predicted_phase_and_exponents():
     assert asy.predicted_phase(0.75, 0.1, "bulk") == 2
     assert asy.predicted_phase(0.75, 2.0) == 0
     assert asy.predicted_phase(0.75, 2.0, "bulk") == -1
-    assert asy.risk_exponent(0.5, 2.0) == pytest.approx(2.0)  # normalised-step limit
     assert asy.risk_exponent(1.5, 1.0) == pytest.approx(1.0)  # tail limited
-    assert asy.optimal_lr_exponent(0.5, 2.0) == pytest.approx(-1.0)
+    assert asy.optimal_lr_exponent(1.5, 1.0) == pytest.approx(-0.5)
+    assert asy.optimal_lr_exponent(0.5, 2.0) == pytest.approx(-1.0)  # normalised limit
     with pytest.raises(ValueError, match="alpha"):
         asy.risk_exponent(0.0, 1.0)
     assert asy.residual_effective_rank(0.5, 2.0, 1e9) == pytest.approx(1.73, rel=0.02)

@@ -17,9 +17,10 @@ Results (both methods read as SGD with a risk-dependent step `γ`):
   `Σ_j λ_j/(λ_j + κ0) = B`: `κ0 ≈ tr K/B − ...` for `α < 1` (all modes SGD-like once
   `tr K > B`), `κ0 → ((π/α)/(B sin(π/α)))^α` for `α > 1` (the top `≈ B` modes are
   `√λ`-preconditioned).
-- `risk_exponent`, `optimal_lr_exponent`: decay `P*(k) ∝ k^(−min((α+β−1)/α, 2))` of the
-  tuned envelopes (`α + β > 1`; 2 is the normalised-step limit) and `η*(k) ∝ √P*(k)`
-  (both methods are normalised: a constant `η` reaches a floor `∝ η²`).
+- `risk_exponent`, `optimal_lr_exponent`: tail-limited decay `P*(k) ∝ k^(−p)`,
+  `p = (α+β−1)/α` (`p < 2`), and `η*(k) ∝ k^(−min(p, 2)/2)` (both methods are
+  normalised: a constant `η` floors at `∝ η²`; `p >= 2`: the normalised-step limit
+  `η* ∝ 1/k`).
 - `tail_log_ratio`: for `α > 1`, SignSVD's late-horizon advantage
   `log(P*_SVD/P*_SGN) = −p·½ log(λ_1/κ0(B))` (its tail step is `√(λ_1/κ0) ≈ B^(α/2)` times
   SignSGD's).
@@ -109,24 +110,25 @@ def bulk_noise_constant(batch: float) -> float:
 
 
 def risk_exponent(alpha: float, beta: float) -> float:
-    """`p` in `P*(k) ∝ k^(−p)` for the tuned noiseless envelope of either method:
-    `p = min((α + β − 1)/α, 2)` (`α + β > 1`).
-
-    `(α + β − 1)/α` is SGD's tail-limited decay at its critical step; `2` is the
-    normalised-step limit: at constant `η` the equivalent SGD step `γ ∝ η/√P` starts
-    small and the run needs `k ≳ √P0/η` steps to accelerate, while the floor is
-    `∝ η²`, so `η* ∝ 1/k` and `P* ∝ k^(−2)` whenever the tail decays faster than that.
-    For `α + β < 1` the risk sits on modes `j ~ d` (horizons `mode_horizon(d)`)."""
+    """`p` in `P*(k) ∝ k^(−p)` for the tuned noiseless envelope of either method in the
+    tail-limited regime: `p = (α + β − 1)/α` (SGD's decay at its critical step; valid for
+    `α + β > 1` and `p < 2`, see `optimal_lr_exponent`). For `α + β < 1` the risk sits
+    on modes `j ~ d` (horizons `mode_horizon(d)`)."""
     _check(alpha)
     if not alpha + beta > 1:
         raise ValueError(f"need alpha + beta > 1 for a d-independent decay, got "
                          f"{alpha} + {beta}")
-    return min((alpha + beta - 1) / alpha, 2.0)
+    return (alpha + beta - 1) / alpha
 
 
 def optimal_lr_exponent(alpha: float, beta: float) -> float:
-    """`q` in `η*(k) ∝ k^q`: `η* ∝ √P*` (floor `∝ η²`), `q = −risk_exponent/2`."""
-    return -0.5 * risk_exponent(alpha, beta)
+    """`q` in `η*(k) ∝ k^q`: `q = −min(p, 2)/2`, `p = risk_exponent(α, β)`.
+
+    Tail-limited (`p < 2`): `η* ∝ √P*` (a normalised method at constant `η` floors at
+    `P_f ∝ η²`). `p >= 2`: the normalised-step limit `η* ∝ 1/k` (the equivalent SGD step
+    `γ ∝ η/√P` starts small and the run needs `k ≳ √P0/η` steps to accelerate); the
+    envelope then decays slower than `k^(−2)` (measured, docs/theory/phases.md §2.3)."""
+    return -0.5 * min(risk_exponent(alpha, beta), 2.0)
 
 
 def tail_log_ratio(alpha: float, beta: float, batch: float) -> float:
