@@ -180,6 +180,6 @@ def predicted_phase(alpha: float, beta: float, window: str = "full") -> int:
         raise ValueError(f"`window` must be 'full' or 'bulk', got {window!r}")
     if alpha > 1:
         return 1
-    if window == "full":
-        return 1 if alpha + beta < 1 else 0
-    return 2 if alpha + beta < 1 else -1
+    if window == "full":  # α + β = 1: r_eff grows like log² d, the α + β < 1 side
+        return 1 if alpha + beta <= 1 else 0
+    return 2 if alpha + beta <= 1 else -1
