@@ -275,8 +275,8 @@ def test_tail_log_ratio_matches_the_stored_d1e4_grid():
     """α > 1: the late-horizon log ratio −p·½log(λ_1/κ0(B)) against the finite-d grid
     (d = 1e4, B = 16, k = 1e4; docs/theory/phases.md §7) for β ≤ 1: within 0.4
     (measured 0.08–0.38, always on the side of a larger advantage: the asymptotic κ0
-    overestimates the exact root by 4–6% at B = 16); the negative control (κ0 → λ_1, no preconditioning: ratio 0)
-    is off by > 0.7 everywhere."""
+    overestimates the exact root by 4–6% at B = 16); the negative control (κ0 → λ_1,
+    no preconditioning: ratio 0) is off by > 0.7 everywhere."""
     with open(_JSON) as f:
         g = json.load(f)["grids"][0]
     assert g["d"] == 10_000 and g["batch"] == 16
