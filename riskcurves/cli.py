@@ -769,7 +769,8 @@ def _add_phase_parser(sub):
                    help="one dimension: finite-d protocol with horizons k <= --steps")
     q.add_argument("--batch", type=int, default=16, help="minibatch size B")
     q.add_argument("--muon", action="store_true",
-                   help="also Muon (Newton-Schulz, no momentum) in the plane")
+                   help="also Muon (Newton-Schulz, no momentum) in the plane (slow; not "
+                        "yet run at large d, docs/theory/phases.md section 4)")
     q.add_argument("--n-refine", type=int, default=2,
                    help="halvings of the step-size grid around each horizon's best")
     q.add_argument("--sigma", type=float, default=0.0,

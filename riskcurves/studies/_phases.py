@@ -383,7 +383,9 @@ def phase_point(alpha, beta, d, batch, *, J_max=None, n_k=17, lrs_per_decade=3,
     step sizes (`lrs_per_decade`) spanning its predicted optimal range `∝ √P_tail(J)`
     ±1 decade, extended while a best step size sits on an edge; per horizon the envelope
     is the grid minimum refined by a capped parabola (`_envelope`). `methods` may add
-    `"muon"` (Newton–Schulz Muon without momentum, `muon` = options of `muon_theory`).
+    `"muon"` (Newton–Schulz Muon without momentum, `muon` = options of `muon_theory`;
+    not yet run at large `d`: one d = 1e6 point did not finish compiling and solving in
+    35 min on the shared machine, docs/theory/phases.md §4).
 
     Returns a dict: `J`, `k`, `d`, `trK`, `P0`, `<method>` envelopes, `<method>_lr`,
     `edge`, `log_ratio` (`log P_svd/P_sgn`), `phase` (`classify` over all horizons),
