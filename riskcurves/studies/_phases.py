@@ -515,7 +515,6 @@ def phase_plane(alphas, betas, ds, batch, *, progress=None, **kwargs):
         raise ValueError("`alphas`, `betas` and `ds` must be non-empty")
     res = {"alphas": alphas, "betas": betas, "ds": ds, "batch": int(batch),
            "predicted": [[predicted_phase(a, b) for b in betas] for a in alphas],
-           "predicted_bulk": [[predicted_phase(a, b, "bulk") for b in betas] for a in alphas],
            "settings": {k: v for k, v in kwargs.items()
                         if isinstance(v, (int, float, str, bool, type(None)))}}
     for d in ds:

@@ -27,8 +27,7 @@ Results (both methods read as SGD with a risk-dependent step `γ`):
 - `mode_horizon`: `k_J = tr K · J^α / B`, the horizon at which SGD at its noise-limited
   step `γ ≈ B/tr K` has learned the top `J` modes (the d-scaled horizon of the study).
 - `predicted_phase`: over horizons up to the spectrum's edge, `+1` SignSVD (`α > 1`, or
-  `α + β < 1`), `0` trade-off (`α < 1 < α + β`); over bulk horizons (`J/d → 0`), `+1`
-  (`α > 1`), `−1` SignSGD (`α < 1 < α + β`), `2` tie (`α + β < 1`).
+  `α + β <= 1`), `0` trade-off (`α < 1 < α + β`).
 """
 
 from __future__ import annotations
@@ -163,23 +162,20 @@ def residual_effective_rank(alpha: float, beta: float, d: float) -> float:
     return s1 * s1 / s2
 
 
-def predicted_phase(alpha: float, beta: float, window: str = "full") -> int:
-    """Asymptotic phase (`d → ∞`, fixed `B`, horizons `k_J = mode_horizon(J)`).
+def predicted_phase(alpha: float, beta: float) -> int:
+    """Asymptotic phase (`d → ∞`, fixed `B`) over the horizons `k_J = mode_horizon(J)`,
+    `J ∈ [1, d/4]` (training reaches the spectrum's edge): `+1` SignSVD better at every
+    horizon for `α > 1` (`√λ` preconditioning of the top `≈ B` modes) and for
+    `α < 1, α + β <= 1` (a tie in the bulk: both are SGD with the same noise constant;
+    then SignSGD's isotropic arcsine noise `η²m(1 − 2/π)` dominates the bottom modes,
+    which carry the risk); `0` trade-off for `α < 1 < α + β` (SignSGD ahead while the
+    residual is effectively low-rank, SignSVD ahead at the edge). (`α + β = 1`: the
+    residual's effective rank grows like `log² d`, the `α + β < 1` side.)
 
-    `window="full"` (`J ∈ [1, d/4]`, training reaches the spectrum's edge): `+1` SignSVD
-    better at every horizon for `α > 1` (`√λ` preconditioning of the top `≈ B` modes)
-    and for `α < 1, α + β < 1` (a tie in the bulk, then SignSGD's isotropic arcsine
-    noise `η²m(1 − 2/π)` dominates the bottom modes, which carry the risk); `0`
-    trade-off for `α < 1, α + β > 1` (SignSGD ahead while the residual is effectively
-    low-rank, SignSVD ahead at the edge).
-    `window="bulk"` (`J ≤ √d`: `J → ∞`, `J/d → 0`): `+1` for `α > 1`, `−1` SignSGD better
-    at every horizon for `α < 1, α + β > 1`, and `2` (a tie: both are SGD with the
-    same noise constant) for `α < 1, α + β < 1`."""
+    Over the bulk horizons alone (`J ≤ √d`) the `α < 1 < α + β` phase is not derived:
+    measured SignSGD-better at (0.5, 2) and a trade-off at (0.75, 2) (docs/theory/phases.md
+    §3)."""
     _check(alpha)
-    if window not in ("full", "bulk"):
-        raise ValueError(f"`window` must be 'full' or 'bulk', got {window!r}")
     if alpha > 1:
         return 1
-    if window == "full":  # α + β = 1: r_eff grows like log² d, the α + β < 1 side
-        return 1 if alpha + beta <= 1 else 0
-    return 2 if alpha + beta <= 1 else -1
+    return 1 if alpha + beta <= 1 else 0
