@@ -27,7 +27,7 @@ Results (both methods read as SGD with a risk-dependent step `γ`):
 - `mode_horizon`: `k_J = tr K · J^α / B`, the horizon at which SGD at its noise-limited
   step `γ ≈ B/tr K` has learned the top `J` modes (the d-scaled horizon of the study).
 - `predicted_phase`: over horizons up to the spectrum's edge, `+1` SignSVD (`α > 1`, or
-  `α + β <= 1`), `0` trade-off (`α < 1 < α + β`).
+  `α + β <= 1`); `None` (not derived) for `α < 1 < α + β`.
 """
 
 from __future__ import annotations
@@ -162,20 +162,18 @@ def residual_effective_rank(alpha: float, beta: float, d: float) -> float:
     return s1 * s1 / s2
 
 
-def predicted_phase(alpha: float, beta: float) -> int:
+def predicted_phase(alpha: float, beta: float):
     """Asymptotic phase (`d → ∞`, fixed `B`) over the horizons `k_J = mode_horizon(J)`,
-    `J ∈ [1, d/4]` (training reaches the spectrum's edge): `+1` SignSVD better at every
-    horizon for `α > 1` (`√λ` preconditioning of the top `≈ B` modes) and for
-    `α < 1, α + β <= 1` (a tie in the bulk: both are SGD with the same noise constant;
-    then SignSGD's isotropic arcsine noise `η²m(1 − 2/π)` dominates the bottom modes,
-    which carry the risk); `0` trade-off for `α < 1 < α + β` (SignSGD ahead while the
-    residual is effectively low-rank, SignSVD ahead at the edge). (`α + β = 1`: the
-    residual's effective rank grows like `log² d`, the `α + β < 1` side.)
-
-    Over the bulk horizons alone (`J ≤ √d`) the `α < 1 < α + β` phase is not derived:
-    measured SignSGD-better at (0.5, 2) and a trade-off at (0.75, 2) (docs/theory/phases.md
-    §3)."""
+    `J ∈ [1, d/4]` (training reaches the spectrum's edge), where it is derived: `+1`
+    SignSVD better at every horizon for `α > 1` (`√λ` preconditioning of the top `≈ B`
+    modes) and for `α < 1, α + β <= 1` (a tie in the bulk: both are SGD with the same
+    noise constant; then SignSGD's isotropic arcsine noise `η²m(1 − 2/π)` dominates the
+    bottom modes, which carry the risk; at `α + β = 1` the residual's effective rank
+    grows like `log² d`, the `α + β < 1` side). `None` for `α < 1 < α + β`: not derived
+    (measured at B = 16: SignSVD at (0.5, 1), trade-off at (0.5, 2) and (0.75, 2),
+    docs/theory/phases.md §3; the early SignSGD lead needs a residual of small effective
+    rank, `residual_effective_rank` 1.5–1.7 there against 5.7 at (0.5, 1))."""
     _check(alpha)
-    if alpha > 1:
+    if alpha > 1 or alpha + beta <= 1:
         return 1
-    return 1 if alpha + beta <= 1 else 0
+    return None
