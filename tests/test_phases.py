@@ -197,7 +197,7 @@ def test_predicted_phase_and_exponents():
 # (The d = 1e6–1e9 phases of §3 cannot be simulated on CPU; at d = 64 the α < 1 cells
 # carry O(B d^(α−1)) corrections, docs/theory/phases.md §5.)
 _CONFIRM = [(2.0, 0.5), (1.5, 1.0), (2.5, 2.0),      # SignSVD phase (α > 1)
-            (0.75, 2.0), (0.5, 2.0), (0.5, 3.0),     # trade-off (α < 1, α + β > 1)
+            (0.75, 2.0), (0.5, 2.0), (0.5, 3.0),     # trade-off (α < 1 < α + β, large β)
             (0.5, 0.25), (0.75, 0.1), (0.6, 0.3)]    # α < 1, α + β < 1
 
 
