@@ -583,53 +583,107 @@ MATRIX_SIGNSGD_DEMO_LR = 1e-3
 
 
 def _cmd_phase_diagram(a):
-    """Compute (or, with --from-json, reload) the phase grid; write PNG + JSON."""
+    """Compute (or, with --from-json, reload) the large-d phase plane; write PNG + JSON.
+
+    Default: `studies.phase_plane` on the coarse grid at d = 1e6 and 1e9 (horizons
+    k = tr K J^α/B, J ≤ d/4, each method at its best constant step size per horizon),
+    drawn by `plotting.plot_phase_plane` with the derived boundaries and inset curves.
+    `--d` (one dimension, fixed horizons k ≤ --steps) runs the finite-d protocol of
+    `studies.phase_grid` instead."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from riskcurves.studies import phase_grid
+    from riskcurves.plotting import plot_phase_plane
+    from riskcurves.studies import phase_grid, phase_plane
     t0 = time.perf_counter()
+    plane = None
     if a.from_json:
         try:
             with open(a.from_json) as f:
                 data = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"--from-json: cannot read {a.from_json!r}: {e}") from None
-        grids = data["grids"] if isinstance(data, dict) and "grids" in data else [data]
-        if not all(isinstance(g, dict) and "phase" in g for g in grids):
-            raise ValueError(f"--from-json: {a.from_json!r} holds no phase grid")
+        planes = {k: v for k, v in data.items() if k.startswith("plane")} \
+            if isinstance(data, dict) else {}
+        if isinstance(data, dict) and "ds" in data:
+            planes = {"plane": data}
+        if planes:
+            key = a.plane if a.plane in planes else sorted(planes)[0]
+            plane = planes[key]
+        else:
+            grids = data["grids"] if isinstance(data, dict) and "grids" in data else [data]
+            if not all(isinstance(g, dict) and "phase" in g for g in grids):
+                raise ValueError(f"--from-json: {a.from_json!r} holds no phase grid")
     else:
-        alphas = _phase_axis("alpha", a.alphas, a.alpha_min, a.alpha_max, a.n_alpha)
-        betas = _phase_axis("beta", a.betas, a.beta_min, a.beta_max, a.n_beta)
-        for name, v, lo in (("--d", a.d, 2), ("--batch", a.batch, 1), ("--n-lr", a.n_lr, 3),
+        plane_mode = a.d is None
+        coarse = plane_mode and a.alphas is None and a.betas is None and a.n_alpha is None
+        alphas = _phase_axis("alpha", [0.5, 1.5] if coarse else a.alphas, a.alpha_min,
+                             a.alpha_max, a.n_alpha or 3)
+        betas = _phase_axis("beta", [0.25, 2.0] if coarse else a.betas, a.beta_min,
+                            a.beta_max, a.n_beta or 3)
+        for name, v, lo in (("--batch", a.batch, 1), ("--n-lr", a.n_lr, 3),
                             ("--k-min", a.k_min, 1), ("--n-fine", a.n_fine, 0),
-                            ("--n-checkpoints", a.n_checkpoints, 2)):
+                            ("--n-checkpoints", a.n_checkpoints, 3), ("--n-refine", a.n_refine, 0)):
             if v < lo:
                 raise ValueError(f"{name} must be >= {lo}, got {v}")
-        if not a.steps > a.k_min:
-            raise ValueError(f"--steps must be > --k-min ({a.k_min}), got {a.steps}")
-        if not (a.sigma >= 0 and a.noise_ratio >= 0):
-            raise ValueError(f"--sigma and --noise-ratio must be >= 0, got {a.sigma}, "
-                             f"{a.noise_ratio}")
-        if a.sigma > 0 and a.noise_ratio > 0:
-            raise ValueError("give at most one of --sigma and --noise-ratio")
         from tqdm import tqdm
-        with tqdm(total=len(alphas) * len(betas), desc="phase grid", unit="point",
-                  disable=None) as bar:
-            def progress(i, j, sec):
-                bar.update(1)
-                bar.write(f"alpha={alphas[i]:g} beta={betas[j]:g}: {sec:.1f} s")
+        if plane_mode:
+            ds = [int(x) for x in a.ds]
+            if min(ds) < 16:
+                raise ValueError(f"--ds must be >= 16, got {ds}")
+            with tqdm(total=len(alphas) * len(betas) * len(ds), desc="phase plane",
+                      unit="point", disable=None) as bar:
+                def progress(d, i, j, sec):
+                    bar.update(1)
+                    bar.write(f"d={d:.0e} alpha={alphas[i]:g} beta={betas[j]:g}: {sec:.1f} s")
 
-            g = phase_grid(
-                alphas, betas, d=a.d, batch=a.batch, sigma=a.sigma, k_max=a.steps,
-                n_lr=a.n_lr, noise_ratio=a.noise_ratio or None, k_min=a.k_min,
-                n_checkpoints=a.n_checkpoints, n_fine=a.n_fine, lr_span=1e4, n_nodes=80,
-                progress=progress)
-        g.update(d=a.d, batch=a.batch, sigma=a.sigma, noise_ratio=a.noise_ratio,
-                 seconds=time.perf_counter() - t0)
-        grids = [g]
+                methods = ("svd", "sgn", "muon") if a.muon else ("svd", "sgn")
+                plane = phase_plane(alphas, betas, ds, a.batch, n_k=a.n_checkpoints,
+                                    n_refine=a.n_refine, methods=methods, progress=progress)
+            plane["seconds"] = time.perf_counter() - t0
+        else:
+            if a.d < 2:
+                raise ValueError(f"--d must be >= 2, got {a.d}")
+            if not a.steps > a.k_min:
+                raise ValueError(f"--steps must be > --k-min ({a.k_min}), got {a.steps}")
+            if not (a.sigma >= 0 and a.noise_ratio >= 0):
+                raise ValueError(f"--sigma and --noise-ratio must be >= 0, got {a.sigma}, "
+                                 f"{a.noise_ratio}")
+            if a.sigma > 0 and a.noise_ratio > 0:
+                raise ValueError("give at most one of --sigma and --noise-ratio")
+            with tqdm(total=len(alphas) * len(betas), desc="phase grid", unit="point",
+                      disable=None) as bar:
+                def progress(i, j, sec):
+                    bar.update(1)
+                    bar.write(f"alpha={alphas[i]:g} beta={betas[j]:g}: {sec:.1f} s")
+
+                g = phase_grid(
+                    alphas, betas, d=a.d, batch=a.batch, sigma=a.sigma, k_max=a.steps,
+                    n_lr=a.n_lr, noise_ratio=a.noise_ratio or None, k_min=a.k_min,
+                    n_checkpoints=a.n_checkpoints, n_fine=a.n_fine, lr_span=1e4,
+                    n_nodes=80, progress=progress)
+            g.update(d=a.d, batch=a.batch, sigma=a.sigma, noise_ratio=a.noise_ratio,
+                     seconds=time.perf_counter() - t0)
+            grids = [g]
     os.makedirs(a.out, exist_ok=True)
+    if plane is not None:
+        fig = plot_phase_plane(plane)
+        stem = "phase_diagram_" + "_".join(f"d{int(d)}_B{plane['batch']}_r0_s0"
+                                           for d in plane["ds"])
+        path = os.path.join(a.out, stem + ".png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        with open(os.path.join(a.out, stem + ".json"), "w") as f:
+            json.dump(plane, f)
+        for d in plane["ds"]:
+            print(f"d={int(d)} B={plane['batch']}: phase (rows alpha {plane['alphas']}, cols "
+                  f"beta {plane['betas']}; +1 SignSVD better, -1 SignSGD better, 0 trade-off):")
+            print(np.asarray(plane[str(d)]["phase"]))
+        print("derived (d -> inf):")
+        print(np.asarray(plane["predicted"]))
+        print(f"figure: {path}")
+        return 0
     n = len(grids)
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.4), squeeze=False)
     for ax, g in zip(axes[0], grids):
@@ -703,34 +757,49 @@ def _plot_phase(ax, g):
 def _add_phase_parser(sub):
     q = sub.add_parser("phase-diagram", help="SignSVD vs SignSGD phases in (alpha, beta)",
                        description="SignSVD vs matrix SignSGD (generic K) at their best "
-                                   "constant step sizes, on a grid of power laws "
+                                   "constant step sizes per horizon, on power laws "
                                    "λ_j = j^-alpha, D_j(0) = j^-beta (compressed spectra). "
+                                   "Default: the large-d plane at --ds with horizons "
+                                   "k = tr K J^alpha/B, J <= d/4 (docs/theory/phases.md); "
+                                   "--d: the finite-d protocol (k <= --steps). "
                                    "Writes phase_diagram_<parameters>.png and .json.")
-    q.add_argument("--d", type=int, default=10_000, help="dimension (compressed spectrum)")
-    q.add_argument("--batch", type=int, default=32, help="minibatch size B")
+    q.add_argument("--ds", type=float, nargs="+", default=[1e6, 1e9],
+                   help="dimensions of the large-d plane (compressed spectra)")
+    q.add_argument("--d", type=int, default=None,
+                   help="one dimension: finite-d protocol with horizons k <= --steps")
+    q.add_argument("--batch", type=int, default=16, help="minibatch size B")
+    q.add_argument("--muon", action="store_true",
+                   help="also Muon (Newton-Schulz, no momentum) in the plane (slow; not "
+                        "yet run at large d, docs/theory/phases.md section 4)")
+    q.add_argument("--n-refine", type=int, default=2,
+                   help="halvings of the step-size grid around each horizon's best")
     q.add_argument("--sigma", type=float, default=0.0,
-                   help="label-noise standard deviation σ (excludes --noise-ratio)")
+                   help="(--d) label-noise standard deviation σ (excludes --noise-ratio)")
     q.add_argument("--noise-ratio", type=float, default=0.0,
-                   help="label noise set by m σ² = ratio · 2 P0 (excludes --sigma)")
-    q.add_argument("--steps", type=int, default=10_000, help="largest horizon k_max")
-    q.add_argument("--k-min", type=int, default=10, help="ignore horizons below this")
+                   help="(--d) label noise set by m σ² = ratio · 2 P0 (excludes --sigma)")
+    q.add_argument("--steps", type=int, default=10_000, help="(--d) largest horizon k_max")
+    q.add_argument("--k-min", type=int, default=10, help="(--d) ignore horizons below this")
     q.add_argument("--n-checkpoints", type=int, default=17,
-                   help="log-spaced horizons in [k-min, steps] where the two are compared")
-    q.add_argument("--n-lr", type=int, default=8, help="coarse step sizes tried per method")
+                   help="log-spaced horizons where the two are compared")
+    q.add_argument("--n-lr", type=int, default=8, help="(--d) coarse step sizes per method")
     q.add_argument("--n-fine", type=int, default=24,
-                   help="fine step sizes around the best coarse one (0: coarse only)")
+                   help="(--d) fine step sizes around the best coarse one (0: coarse only)")
     q.add_argument("--alphas", type=float, nargs="+", default=None,
                    help="explicit alpha grid (overrides --alpha-min/--alpha-max/--n-alpha)")
     q.add_argument("--betas", type=float, nargs="+", default=None,
                    help="explicit beta grid (overrides --beta-min/--beta-max/--n-beta)")
-    q.add_argument("--alpha-min", type=float, default=1.0, help="smallest alpha of the grid")
+    q.add_argument("--alpha-min", type=float, default=0.5, help="smallest alpha of the grid")
     q.add_argument("--alpha-max", type=float, default=2.0, help="largest alpha of the grid")
-    q.add_argument("--n-alpha", type=int, default=3, help="alpha grid points")
+    q.add_argument("--n-alpha", type=int, default=None,
+                   help="alpha grid points (default 3; without --alphas/--n-alpha the "
+                        "plane runs the coarse grid alpha in {0.5, 1.5}, beta in {0.25, 2})")
     q.add_argument("--beta-min", type=float, default=0.25, help="smallest beta of the grid")
-    q.add_argument("--beta-max", type=float, default=1.25, help="largest beta of the grid")
-    q.add_argument("--n-beta", type=int, default=3, help="beta grid points")
+    q.add_argument("--beta-max", type=float, default=2.0, help="largest beta of the grid")
+    q.add_argument("--n-beta", type=int, default=None, help="beta grid points (default 3)")
     q.add_argument("--from-json", default=None, metavar="PATH",
-                   help="replot a saved grid, e.g. docs/theory/phases.json (no solve)")
+                   help="replot a saved plane or grid, e.g. docs/theory/phases.json")
+    q.add_argument("--plane", default="plane_B16",
+                   help="with --from-json: which stored plane (plane_B16, plane_B256)")
     q.add_argument("--out", default="riskcurves-out", help="output folder")
     q.set_defaults(fn=_cmd_phase_diagram)
 

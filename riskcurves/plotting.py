@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_compare", "run_title", "describe_noise", "describe_optimizer"]
+__all__ = ["plot_compare", "run_title", "describe_noise", "describe_optimizer",
+           "plot_phase_plane"]
 
 
 def describe_noise(noise) -> str:
@@ -125,3 +126,106 @@ def plot_compare(*curves, ax=None, field: str = "risk", title: str | None = None
         ax.figure.tight_layout()
         ax.figure.savefig(save, dpi=110)
     return ax
+
+
+_PHASE_COLORS = {1: ("#4c72b0", "SignSVD better at every horizon"),
+                 -1: ("#dd8452", "SignSGD better at every horizon"),
+                 0: ("#8c8c8c", "trade-off (ordering flips)")}
+
+
+def _edges(v):
+    v = np.asarray(v, np.float64)
+    if v.size == 1:
+        return np.array([v[0] - 0.5, v[0] + 0.5])
+    mid = 0.5 * (v[1:] + v[:-1])
+    return np.concatenate([[2 * v[0] - mid[0]], mid, [2 * v[-1] - mid[-1]]])
+
+
+def plot_phase_plane(res, d=None, fig=None, insets: bool = True):
+    """The `(α, β)` phase plane of `riskcurves.studies.phase_plane` output `res`.
+
+    Cells (left half): the computed phase over all horizons `J ≤ d/4` at dimension `d`
+    (default: the largest computed); right half: the phase over the bulk horizons
+    `J ≤ √d` (pale yellow: a tie); text: the range of the log ratio;
+    a black dot marks cells whose phase differs at another computed `d`. Dashed lines:
+    the asymptotic boundaries `α = 1` and `α + β = 1` (docs/theory/phases.md §2).
+    Insets: both methods' tuned risk envelopes against `J` (modes learned,
+    `k = tr K J^α/B`) for the cell with the largest `|log ratio|` of each phase present.
+    Returns the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    ds = [int(x) for x in res["ds"]]
+    d = max(ds) if d is None else int(d)
+    g = res[str(d)]
+    al, be = np.asarray(res["alphas"]), np.asarray(res["betas"])
+    ph = np.asarray([[np.nan if v is None else v for v in row] for row in g["phase"]])
+    if fig is None:
+        fig = plt.figure(figsize=(9.5, 6.0))
+    ax = fig.add_axes([0.08, 0.22, 0.50, 0.66])
+    from matplotlib.patches import Rectangle
+    eb, ea = _edges(be), _edges(al)
+    for i in range(len(al)):
+        for j in range(len(be)):
+            if np.isnan(ph[i, j]):
+                continue
+            w, h = eb[j + 1] - eb[j], ea[i + 1] - ea[i]
+            ax.add_patch(Rectangle((eb[j], ea[i]), w / 2, h, color=_PHASE_COLORS[ph[i, j]][0]))
+            bulk = 2 if g.get("tie_bulk", [[False] * len(be)] * len(al))[i][j] else \
+                g.get("phase_bulk", [[ph[i, j]] * len(be)] * len(al))[i][j]
+            ax.add_patch(Rectangle((eb[j] + w / 2, ea[i]), w / 2, h,
+                                   color=_PHASE_COLORS.get(bulk, ("#e9dca0",))[0]))
+    for i, a in enumerate(al):
+        for j, b in enumerate(be):
+            if g["phase"][i][j] is None:  # not computed
+                ax.text(b, a, "not\ncomputed", ha="center", va="center", fontsize=6.5)
+                continue
+            bulk = g.get("phase_bulk", [[None] * len(be)] * len(al))[i][j]
+            tie = g.get("tie_bulk", [[False] * len(be)] * len(al))[i][j]
+            tag = "=" if tie else {1: "SVD", -1: "SGN", 0: "flip", None: "?"}[bulk]
+            ax.text(b, a, f"{g['min_log_ratio'][i][j]:+.2f}…{g['max_log_ratio'][i][j]:+.2f}"
+                    f"\nbulk: {tag}", ha="center", va="center", fontsize=6.5, color="white",
+                    bbox=dict(facecolor="black", alpha=0.25, lw=0))
+            if any(res[str(o)]["phase"][i][j] not in (None, g["phase"][i][j]) for o in ds):
+                ax.plot(b + 0.3 * np.diff(_edges(be))[j], a, "k.", ms=5)
+    bb = np.linspace(_edges(be)[0], _edges(be)[-1], 50)
+    ax.plot(bb, np.ones_like(bb), "k--", lw=1.2)
+    ax.plot(bb, 1 - bb, "k:", lw=1.2)
+    ax.set_xlim(_edges(be)[0], _edges(be)[-1])
+    ax.set_ylim(_edges(al)[0], _edges(al)[-1])
+    ax.set_xlabel("β  (target row energies D_j(0) = j^-β)")
+    ax.set_ylabel("α  (eigenvalues λ_j = j^-α)")
+    ax.set_title(f"SignSVD vs SignSGD (generic K), tuned constant η per horizon\n"
+                 f"d={d:.0e}, B={res['batch']}, k = trK·J^α/B; left half: phase over "
+                 "J ≤ d/4, right half: over the bulk J ≤ √d;\n"
+                 "text: min…max log(P_SVD/P_SGN) over J ≤ d/4", fontsize=8)
+    handles = [Patch(color=c, label=lab) for c, lab in _PHASE_COLORS.values()]
+    handles += [Patch(color="#e9dca0", label="tie (|log ratio| ≤ 0.05)")]
+    handles += [plt.Line2D([], [], color="k", ls="--", label="α = 1 (derived)"),
+                plt.Line2D([], [], color="k", ls=":", label="α + β = 1 (derived)")]
+    ax.legend(handles=handles, fontsize=6.5, loc="upper center",
+              bbox_to_anchor=(0.5, -0.1), ncol=2)
+    if insets and "svd_env" in g:
+        y = 0.97
+        for p in (1, 0, -1):
+            cells = [(abs(g["final_log_ratio"][i][j]) + abs(g["max_log_ratio"][i][j]
+                      - g["min_log_ratio"][i][j]), i, j)
+                     for i in range(len(al)) for j in range(len(be)) if g["phase"][i][j] == p]
+            if not cells:
+                continue
+            _, i, j = max(cells)
+            y -= 0.31
+            iax = fig.add_axes([0.68, y + 0.04, 0.29, 0.2])
+            J = np.asarray(g["J"][i][j])
+            iax.loglog(J, g["svd_env"][i][j], color=_PHASE_COLORS[1][0], label="SignSVD")
+            iax.loglog(J, g["sgn_env"][i][j], color=_PHASE_COLORS[-1][0], label="SignSGD")
+            if g.get("muon_env") and g["muon_env"][i][j] is not None:
+                iax.loglog(J, g["muon_env"][i][j], color="k", ls=":", label="Muon")
+            iax.set_title(f"α={al[i]:g}, β={be[j]:g} ({_PHASE_COLORS[p][1].split(' ')[0]})",
+                          fontsize=7)
+            iax.tick_params(labelsize=6)
+            iax.set_ylabel("tuned P", fontsize=6)
+            if y < 0.1 or p == -1:
+                iax.set_xlabel("J (modes learned)", fontsize=6)
+            iax.legend(fontsize=5.5)
+    return fig

@@ -13,10 +13,13 @@ from ._compression import compress_on_curve as compress_on_curve
 from ._phases import classify as classify
 from ._phases import compare_at_optimal_lr as compare_at_optimal_lr
 from ._phases import compressed_power_law as compressed_power_law
+from ._phases import fixed_power_law_nodes as fixed_power_law_nodes
 from ._phases import flip_time as flip_time
 from ._phases import local_drift_exponent as local_drift_exponent
 from ._phases import phase_diagram as phase_diagram
 from ._phases import phase_grid as phase_grid
+from ._phases import phase_plane as phase_plane
+from ._phases import phase_point as phase_point
 from ._scaling import ScalingLaw as ScalingLaw  # noqa: E402
 from ._scaling import compute_optimal as compute_optimal  # noqa: E402
 from ._scaling import dana_at_fraction as dana_at_fraction  # noqa: E402

@@ -63,8 +63,21 @@ def compressed_power_law(d: int, alpha: float, beta: float, n_nodes: int = 120):
     return j**-alpha, j**-beta, np.asarray(ws)
 
 
-@functools.partial(eqx.filter_jit)
 def _solve_lrs(theory, etas, ts, rtol):
+    """Risks `(len(etas), len(ts))` at constant step sizes `etas` (one vmapped solve).
+
+    The batch is padded to a multiple of 8 (repeating the last step size) so that the
+    varying grid sizes of the extension and refinement stages reuse a few compiled
+    programs instead of compiling one per size."""
+    etas = jnp.asarray(etas, jnp.float64)
+    n = int(etas.shape[0])
+    size = max(8, -(-n // 8) * 8)
+    padded = jnp.concatenate([etas, jnp.full((size - n,), etas[-1])])
+    return _solve_lrs_jit(theory, padded, ts, rtol)[:n]
+
+
+@functools.partial(eqx.filter_jit)
+def _solve_lrs_jit(theory, etas, ts, rtol):
     def one(eta):
         th = eqx.tree_at(lambda t: t.eta, theory, eta)
         risk, _, _, code, _ = integrate(th, ts, rtol, 1e-30, max_steps=20_000, exact_steps=0,
@@ -307,3 +320,213 @@ def phase_diagram(alphas, betas, k_min=10, **kwargs):
     """
     g = phase_grid(alphas, betas, k_min=k_min, **kwargs)
     return np.asarray(g["phase"], np.int64), np.asarray(g["final_log_ratio"])
+
+
+# --------------------------------------------------------------------------------------
+# Large-d phase plane with horizons tied to d (docs/theory/phases.md §2–§3)
+# --------------------------------------------------------------------------------------
+
+def fixed_power_law_nodes(d: int, alpha: float, beta: float, n_nodes: int = 64,
+                          n_exact: int = 24):
+    """`(λ, D0, w)` with exactly `n_nodes` entries for every `d` (so one compiled solve
+    serves every `(α, β, d)`): `j = 1..n_exact` exact, the rest grouped on a log grid
+    in `j` with integer counts (node at the geometric mid-point of its group); unused
+    trailing nodes get weight 0. `Σ w = d` exactly."""
+    if not (d >= 2 and n_nodes > n_exact >= 1):
+        raise ValueError(f"need `d` >= 2 and `n_nodes` > `n_exact` >= 1, got d={d}, "
+                         f"n_nodes={n_nodes}, n_exact={n_exact}")
+    n_ex = min(n_exact, d)
+    js, ws = list(np.arange(1.0, n_ex + 1)), [1.0] * n_ex
+    if d > n_ex:
+        edges = np.unique(np.round(np.geomspace(n_ex + 1, d + 1, n_nodes - n_ex + 1))
+                          .astype(np.int64))
+        for a, b in zip(edges[:-1], edges[1:]):
+            js.append(float(np.sqrt(a * (b - 1.0))) if b - 1 > a else float(a))
+            ws.append(float(b - a))
+    pad = n_nodes - len(js)
+    j = np.asarray(js + [float(d)] * pad, np.float64)
+    w = np.asarray(ws + [0.0] * pad, np.float64)
+    return j**-alpha, j**-beta, w
+
+
+def _envelope_on_grid(th, lrs, ts, rtol, keep, max_extend=3, n_refine=1):
+    """Grid (extended at edges), then `n_refine` halvings of the log spacing around
+    every horizon's best step size (new step sizes merged into the grid), then the
+    capped-parabola envelope."""
+    g, r = _solve_extended(th, np.asarray(lrs, np.float64), ts, rtol, keep, max_extend)
+    q = (g[-1] / g[0]) ** (1 / (len(g) - 1))
+    for _ in range(n_refine):
+        q = np.sqrt(q)
+        best = np.unique(g[r.argmin(0)[keep]])
+        new = np.setdiff1d(np.round(np.log(np.concatenate([best / q, best * q])), 9),
+                           np.round(np.log(g), 9))
+        if new.size:
+            gn = np.exp(new)
+            rn = np.asarray(_solve_lrs(th, jnp.asarray(gn), ts, rtol))[:, 1:]
+            rn = np.where(np.isfinite(rn) & (rn > 0), rn, np.inf)
+            idx = np.argsort(np.concatenate([g, gn]))
+            g, r = np.concatenate([g, gn])[idx], np.concatenate([r, rn])[idx]
+    ia = r.argmin(0)[keep]
+    edge = bool(np.any(ia == 0) | np.any(ia == len(g) - 1))
+    return _envelope(r, g), g[r.argmin(0)], edge, r, g
+
+
+def phase_point(alpha, beta, d, batch, *, J_max=None, n_k=17, lrs_per_decade=3,
+                n_nodes=64, rtol=1e-3, p_drop=1e12, m_ratio=2.0, quad_nodes=24, n_refine=2,
+                methods=("svd", "sgn"), muon=None, sigma=0.0):
+    """Both methods' tuned envelopes at the d-scaled horizons `k_J = tr K J^α/B`.
+
+    `J` (number of modes SGD at its noise-limited step would have learned) runs over
+    `n_k` log-spaced values in `[1, J_max]`, `J_max = min(d/4, J_p)` where `J_p` is the
+    mode at which the tail risk `½ Σ_{j>J} λ_j D_j` has dropped by `p_drop` (bounds the
+    range of optimal step sizes). Each method is solved once on a log grid of constant
+    step sizes (`lrs_per_decade`) spanning its predicted optimal range `∝ √P_tail(J)`
+    ±1 decade, extended while a best step size sits on an edge; per horizon the envelope
+    is the grid minimum refined by a capped parabola (`_envelope`). `methods` may add
+    `"muon"` (Newton–Schulz Muon without momentum, `muon` = options of `muon_theory`;
+    not yet run at large `d`: one d = 1e6 point did not finish compiling and solving in
+    35 min on the shared machine, docs/theory/phases.md §4).
+
+    Returns a dict: `J`, `k`, `d`, `trK`, `P0`, `<method>` envelopes, `<method>_lr`,
+    `edge`, `log_ratio` (`log P_svd/P_sgn`), `phase` (`classify` over all horizons),
+    `flip_J`, `phase_bulk` (`classify` over the bulk horizons `J <= √d`) and `tie_bulk`
+    (`|log ratio| <= 0.05` at every bulk horizon: the two are equal there).
+    """
+    from ..theory._phases_asymptotics import mode_horizon
+    if not (alpha > 0 and d >= 16 and batch >= 1 and n_k >= 3):
+        raise ValueError(f"need alpha > 0, d >= 16, batch >= 1, n_k >= 3; got {alpha}, "
+                         f"{d}, {batch}, {n_k}")
+    lam, D0, w = fixed_power_law_nodes(int(d), alpha, beta, n_nodes)
+    m = m_ratio * d
+    trK = float(np.sum(w * lam))
+    P0 = 0.5 * float(np.sum(w * lam * D0))
+    order = np.argsort(-lam)
+    tail = P0 - np.cumsum((0.5 * w * lam * D0)[order])  # risk beyond the first nodes
+    jcum = np.cumsum(w[order])
+    Jp = jcum[np.searchsorted(-tail, -P0 / p_drop)] if np.any(tail < P0 / p_drop) else d
+    J_max = float(min(d / 4, Jp) if J_max is None else J_max)
+    J = np.geomspace(1.0, max(J_max, 10.0), n_k)
+    ks = np.unique(np.maximum(1.0, np.round(mode_horizon(J, alpha, d, batch))))
+    J = (ks * batch / trK) ** (1 / alpha)
+    ts = jnp.asarray(np.concatenate([[0.0], ks]), jnp.float64)
+    Pt = np.interp(np.log(np.maximum(J, 1.0)), np.log(jcum), np.maximum(tail, 1e-300))
+    Pt = np.maximum(Pt, P0 / p_drop)
+    keep = np.ones(ks.shape, bool)
+    out = {"J": J, "k": ks, "d": d, "batch": batch, "trK": trK, "P0": P0, "edge": False,
+           "alpha": alpha, "beta": beta}
+    builders = {"svd": lambda: signsvd_theory(SignSVD(1.0, batch), lam, D0, m,
+                                              sigma2=sigma**2, weights=w,
+                                              n_nodes=quad_nodes),
+                "sgn": lambda: _signsgd_theory(lam, D0, w, m, batch, sigma**2, False)}
+    if "muon" in methods:
+        builders["muon"] = lambda: _muon_theory(lam, D0, w, m, batch, sigma**2, muon or {})
+    # measured optimal η: SignSVD ≈ 0.1·√(2P/tr K), SignSGD ≈ 3e-3·√(2P/tr K)/√m;
+    # Muon's NS map is ≈ polar: same as SignSVD
+    scale = {"svd": 0.1, "sgn": 3e-3 / np.sqrt(m), "muon": 0.1}
+    for name in methods:
+        th = builders[name]()
+        c = scale[name] * np.sqrt(2 * Pt / trK)
+        lo, hi = np.log10(c.min()) - 1.0, np.log10(c.max()) + 1.0
+        lrs = np.logspace(lo, hi, int(np.ceil((hi - lo) * lrs_per_decade)) + 1)
+        env, best, edge, _, _ = _envelope_on_grid(th, lrs, ts, rtol, keep,
+                                                  n_refine=n_refine)
+        out[name], out[name + "_lr"] = env, best
+        out["edge"] |= edge
+    if "svd" in methods and "sgn" in methods:
+        r = np.log(out["svd"] / out["sgn"])
+        out["log_ratio"] = r
+        out["phase"] = classify(r)
+        fj = flip_time(J, _running_median(r, 3))
+        out["flip_J"] = fj if out["phase"] == 0 else None
+        bulk = J <= np.sqrt(d)  # J → ∞ but J/d → 0: horizons that stay in the bulk
+        out["phase_bulk"] = classify(r[bulk])
+        out["tie_bulk"] = bool(np.all(np.abs(_running_median(r[bulk], 3)) <= 0.05))
+    return out
+
+
+def _muon_theory(lam, D0, w, m, batch, sigma2, options):
+    """Muon (Newton–Schulz, no momentum) with a traced constant step size `eta`."""
+    from ..odes._muon import muon_theory
+    from ..optimizers import Muon
+    th = muon_theory(Muon(1.0, batch, momentum=0.0), lam, D0, m, sigma2=sigma2, weights=w,
+                     **options)
+    return _MuonEta(th, jnp.asarray(1.0, jnp.float64))
+
+
+class _MuonEta(AbstractRateTheory):
+    """Muon ODE whose constant step size is the leaf `eta` (vmapped in `_solve_lrs`)."""
+
+    inner: eqx.Module
+    eta: jax.Array
+
+    def init_state(self):
+        return self.inner.init_state()
+
+    def risk(self, y):
+        return self.inner.risk(y)
+
+    def _rates(self, k, y):
+        th = eqx.tree_at(lambda t: t.step.eta, self.inner, self.eta)
+        return th._rates(k, y)
+
+    def lr(self, k, y):
+        return self.eta
+
+
+_CELL_KEYS = ("phase", "phase_bulk", "tie_bulk", "final_log_ratio", "min_log_ratio",
+              "max_log_ratio", "log_ratio", "J", "flip_J", "edge", "seconds", "svd_env",
+              "sgn_env", "svd_lr", "sgn_lr", "muon_env", "muon_lr")
+
+
+def plane_cell(o):
+    """JSON-able summary of one `phase_point` output (one cell of `phase_plane`)."""
+    r = np.asarray(o["log_ratio"])
+    J = np.asarray(o["J"])
+    rm = _running_median(r, 3)
+    bulk = J <= np.sqrt(o["d"])
+    cell = {"phase": int(classify(r)), "phase_bulk": int(classify(r[bulk])),
+            "tie_bulk": bool(np.all(np.abs(_running_median(r[bulk], 3)) <= 0.05)),
+            "final_log_ratio": float(rm[-1]), "min_log_ratio": float(rm.min()),
+            "max_log_ratio": float(rm.max()), "log_ratio": [float(x) for x in r],
+            "J": [float(x) for x in J], "edge": bool(o["edge"])}
+    fj = flip_time(J, rm)
+    cell["flip_J"] = fj if cell["phase"] == 0 else None
+    for name in ("svd", "sgn", "muon"):
+        if name in o:
+            cell[name + "_env"] = [float(x) for x in o[name]]
+            cell[name + "_lr"] = [float(x) for x in o[name + "_lr"]]
+    return cell
+
+
+def phase_plane(alphas, betas, ds, batch, *, progress=None, **kwargs):
+    """`phase_point` over the `(α, β)` grid at each `d` in `ds` (JSON-able dict).
+
+    Keys: `alphas`, `betas`, `ds`, `batch`, and per `d` (string key) the grids
+    `phase[i][j]`, `final_log_ratio`, `min_log_ratio`, `max_log_ratio`, `log_ratio`
+    (over `J`), `J`, `flip_J`, `edge`, `seconds`, `<method>_env` and `<method>_lr`
+    (tuned envelopes and best step sizes over `J`). `progress(d, i, j, seconds)` after
+    each point."""
+    import time
+
+    from ..theory._phases_asymptotics import predicted_phase
+    alphas, betas = [float(a) for a in alphas], [float(b) for b in betas]
+    ds = [int(d) for d in ds]
+    if not (alphas and betas and ds):
+        raise ValueError("`alphas`, `betas` and `ds` must be non-empty")
+    res = {"alphas": alphas, "betas": betas, "ds": ds, "batch": int(batch),
+           "predicted": [[predicted_phase(a, b) for b in betas] for a in alphas],
+           "settings": {k: v for k, v in kwargs.items()
+                        if isinstance(v, (int, float, str, bool, type(None)))}}
+    for d in ds:
+        g = {key: [[None] * len(betas) for _ in alphas] for key in _CELL_KEYS}
+        for i, a in enumerate(alphas):
+            for j, b in enumerate(betas):
+                t0 = time.perf_counter()
+                cell = plane_cell(phase_point(a, b, d, batch, **kwargs))
+                cell["seconds"] = time.perf_counter() - t0
+                for key in _CELL_KEYS:
+                    g[key][i][j] = cell.get(key)
+                if progress is not None:
+                    progress(d, i, j, cell["seconds"])
+        res[str(d)] = g
+    return res

@@ -3,6 +3,7 @@
 This layer imports no solver (sweeps, tuned comparisons and phase diagrams live in
 `riskcurves.studies`)."""
 
+from . import _phases_asymptotics as phases_asymptotics  # noqa: F401
 from ._adagrad import adagrad_norm_limit_lr as adagrad_norm_limit_lr
 from ._adagrad import adagrad_norm_phase as adagrad_norm_phase
 from ._adagrad import two_level_line_search_limit as two_level_line_search_limit
