@@ -177,7 +177,8 @@ def test_noiseless_tail_to_1e9_iterations_with_defaults():
     """Noiseless `PowerLaw(1000, 1.5, 0.5)`, `SGD(0.5, 4)`: every mode ends in the
     exponential tail `e^{-ρk}` (`k ≳ 1/(ηλ_min) ≈ 6e4`). Default settings reach
     `k = 1e9` (16 565 steps, 4 of them after `k = 1e7`); the tail follows the exact
-    recursion; negative control: ETD2 without the tail integrating factor exhausts a 25 000-step budget before `k = 1e7`."""
+    recursion; negative control: ETD2 without the tail integrating factor exhausts a
+    25 000-step budget before `k = 1e7`."""
     p = rc.PowerLaw(1000, 1.5, 0.5, rc.Gaussian(0.0))
     opt = rc.SGD(0.5, 4)
     c = rc.solve_ode(p, opt, rc.checkpoints(1e9, 40))
