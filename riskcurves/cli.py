@@ -532,6 +532,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or action.default is False or "default" in h or \
                 action.default == argparse.SUPPRESS:
             return h
+        if isinstance(action.default, (list, tuple)):  # as typed on the command line
+            return f"{h} (default: {' '.join(str(x) for x in action.default)})"
         return super()._get_help_string(action)
 
 
@@ -766,7 +768,8 @@ def _add_phase_parser(sub):
     q.add_argument("--ds", type=float, nargs="+", default=[1e6, 1e9],
                    help="dimensions of the large-d plane (compressed spectra)")
     q.add_argument("--d", type=int, default=None,
-                   help="one dimension: finite-d protocol with horizons k <= --steps")
+                   help="one dimension: the finite-d protocol with horizons k <= --steps "
+                        "(default: the large-d plane at --ds)")
     q.add_argument("--batch", type=int, default=16, help="minibatch size B")
     q.add_argument("--muon", action="store_true",
                    help="also Muon (Newton-Schulz, no momentum) in the plane (slow; not "
