@@ -80,7 +80,11 @@ def test_simulator_compiles_once_for_three_lrs_two_horizons_and_labels(name):
     assert _sim_cache() == size, f"{name}: the simulator recompiled ({size} -> {_sim_cache()})"
 
 
-@pytest.mark.parametrize("name", ["sgd", "adagrad_norm", "signsgd"])
+_SLOW = pytest.mark.slow  # the same check for the other optimizers (heavy on 2 cores)
+
+
+@pytest.mark.parametrize("name", ["sgd", pytest.param("adagrad_norm", marks=_SLOW),
+                                  pytest.param("signsgd", marks=_SLOW)])
 def test_vmap_sweep_equals_one_by_one_and_compiles_once(name):
     prob = rc.PowerLaw(2000, 1.5, 0.5, rc.Gaussian(0.1))
     ks = rc.checkpoints(10_000, 30)
@@ -98,7 +102,8 @@ def test_vmap_sweep_equals_one_by_one_and_compiles_once(name):
         assert err < 1e-6, f"lr={float(lrs[i]):.3f}: vmapped vs single solve differ by {err:.2e}"
 
 
-@pytest.mark.parametrize("name", ["sgd", "adagrad_norm", "signsgd"])
+@pytest.mark.parametrize("name", ["sgd", pytest.param("adagrad_norm", marks=_SLOW),
+                                  pytest.param("signsgd", marks=_SLOW)])
 def test_grad_of_final_risk_matches_finite_difference(name):
     make, prob = _VECTOR[name], rc.PowerLaw(500, 1.5, 0.5, rc.Gaussian(0.1))
     ks = rc.checkpoints(5000, 20)
