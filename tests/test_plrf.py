@@ -44,7 +44,7 @@ def test_arguments():
         rc.PowerLawRF(math.inf, 16, 1.0, 0.5)
 
 
-@pytest.mark.slow  # ~40 s on 2 idle cores (295 s at load 20)
+@pytest.mark.slow  # 295 s measured at load 20 (helper report)
 def test_data_sampling_matches_theory_and_feature_sampling():
     """SGD on literally sampled x ∈ R^v (features Wᵀx) vs the exact feature-space theory.
 
