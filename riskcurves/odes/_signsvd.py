@@ -228,10 +228,6 @@ class SignSVDTheory(AbstractRateTheory):
         eta = self.lr(k, D)
         return 2 * eta * jnp.clip(rho, 0.0, None), eta**2 * noise
 
-    def increment(self, k, D):
-        a, f = self._step_rates(k, D)
-        return -a * D + f
-
     def _rates(self, k, D):
         return self._step_rates(k, D)
 

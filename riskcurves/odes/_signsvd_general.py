@@ -256,10 +256,6 @@ class SignSVDGeneralTheory(AbstractRateTheory):
         rho = jnp.clip(drift / jnp.maximum(D, 1e-300), 0.0, None)
         return 2 * eta * rho, eta**2 * noise
 
-    def increment(self, k, D):
-        a, f = self._step_rates(k, D)
-        return -a * D + f
-
     def _rates(self, k, D):
         return self._step_rates(k, D)
 
