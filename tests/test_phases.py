@@ -132,7 +132,7 @@ def _sgd_form_ratios(a, b, d=10**9, B=16):
     lam, D0, w = fixed_power_law_nodes(d, a, b, 64)
     m = 2 * d
     th = _signsgd_theory(lam, D0, w, m, B, 0.0, False)
-    A, F = th.inner._rates(0.0, jnp.asarray(D0))
+    A, F = th._rates(0.0, jnp.asarray(D0))
     P, trK = 0.5 * np.sum(w * lam * D0), np.sum(w * lam)
     g = asy.sgd_equivalent_step("signsgd", 1.0, P, trK, B, d, m)
     iso = m * (1 - 2 / np.pi)  # isotropic part of the arcsine noise (η = 1)

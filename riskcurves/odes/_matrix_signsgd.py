@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from ..optimizers import MatrixSignSGD
 from ._base import AbstractRateTheory, register
 from ._matrix_signsgd_density import MatrixSignSGDDensity, build_grid
+from ._signsvd_common import leaf_opt
 
 __all__ = ["MatrixSignSGDTheory"]
 
@@ -142,5 +143,6 @@ def _matrix_signsgd_theory(opt, problem, transient: str = "auto", **density):
     f64 = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731
     return MatrixSignSGDTheory(f64(problem.eigenvalues), f64(problem.mode_weights),
                                f64(problem.initial_energies),
-                               f64(problem.m), f64(opt.batch), f64(problem.sigma2), opt,
+                               f64(problem.m), f64(opt.batch), f64(problem.sigma2),
+                               leaf_opt(opt),
                                bool(problem.is_diagonal))

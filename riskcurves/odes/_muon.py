@@ -96,7 +96,7 @@ import numpy as np
 from ..optimizers import Muon
 from ._base import AbstractRateTheory, register
 from ._signsvd import _Equivalent
-from ._signsvd_common import RESIDUAL_TOL, StepSize, check_matrix, check_spectrum, step_size
+from ._signsvd_common import RESIDUAL_TOL, check_matrix, check_spectrum, leaf_opt
 
 __all__ = ["MuonTheory", "muon_theory", "ns_map", "pole_fit", "expected_sq_norm",
            "ema_coefficients", "momentum_weights"]
@@ -191,7 +191,7 @@ class MuonTheory(AbstractRateTheory):
 
     eq: _Equivalent
     D0: jax.Array
-    step: StepSize  # η(k) = opt.lr_at(k)
+    opt: object  # `leaf_opt(opt)`: η(k) = opt.lr_at(k)
     t_poles: jax.Array
     c_poles: jax.Array
     e_poles: jax.Array
@@ -228,7 +228,7 @@ class MuonTheory(AbstractRateTheory):
         return 0.5 * jnp.sum(self.eq.w * self.eq.lam * D)
 
     def lr(self, k, D):
-        return self.step(k)
+        return jnp.asarray(self.opt.lr_at(k), jnp.float64)
 
     def residual(self, k, y):
         """Newton residual of the fixed point (at the lagged `D̃` with momentum)."""
@@ -491,7 +491,7 @@ def muon_theory(opt, lam, D0, m, sigma2=0.0, weights=None, *, smooth: float = 0.
     t, c, e, _ = pole_fit(int(opt.ns_steps), float(smooth))
     f64 = functools.partial(jnp.asarray, dtype=jnp.float64)
     eq = _Equivalent(f64(lam), f64(w), f64(m), f64(opt.batch), f64(sigma2), 8, int(n_newton))
-    return MuonTheory(eq, f64(D0), step_size(opt), f64(t), f64(c), f64(e), f64(mu),
+    return MuonTheory(eq, f64(D0), leaf_opt(opt), f64(t), f64(c), f64(e), f64(mu),
                       n_lags, momentum_weights,
                       bool(noise_correlation), bool(lag) and n_lags > 1, bool(spike),
                       int(opt.ns_steps), bool(getattr(opt, "nesterov", False)),

@@ -65,15 +65,14 @@ from ..optimizers import SignSVD
 from ._base import AbstractRateTheory, register
 from ._signsvd_common import (
     RESIDUAL_TOL,
-    StepSize,
     check_matrix,
     check_spectrum,
     from_z,
     gamma,
+    leaf_opt,
     log_nodes,
     noise_mode,
     projector_kappa,
-    step_size,
     to_z,
 )
 from ._signsvd_general import signsvd_general_theory
@@ -187,8 +186,7 @@ class SignSVDTheory(AbstractRateTheory):
     eq: _Equivalent
     D0: jax.Array
     noise_fixed: jax.Array | None
-    eta: jax.Array | None  # constant step size (a leaf: sweeps by tree_at/vmap), or None
-    step: StepSize | None  # schedules: η(k) = opt.lr_at(k)
+    opt: object  # `leaf_opt(opt)`: η(k) = opt.lr_at(k) (sweep by tree_at on `opt.lr`)
     rank: jax.Array
 
     discrete_start: ClassVar[bool] = True
@@ -235,7 +233,7 @@ class SignSVDTheory(AbstractRateTheory):
         return self.eq.solve(D)[2]
 
     def lr(self, k, D):
-        return self.eta if self.eta is not None else self.step(k)
+        return jnp.asarray(self.opt.lr_at(k), jnp.float64)
 
 
 def signsvd_theory(opt, lam, D0, m, batch=None, sigma2=0.0, weights=None, *,
@@ -255,9 +253,8 @@ def signsvd_theory(opt, lam, D0, m, batch=None, sigma2=0.0, weights=None, *,
     f64 = functools.partial(jnp.asarray, dtype=jnp.float64)
     eq = _Equivalent(f64(lam), f64(w), f64(m), f64(B), f64(sigma2), int(n_nodes),
                      int(n_newton))
-    st = step_size(opt)
-    return SignSVDTheory(eq, f64(D0), None if noise is None else f64(noise), st.eta,
-                         None if st.eta is not None else st, f64(min(B, d_eff, m)))
+    return SignSVDTheory(eq, f64(D0), None if noise is None else f64(noise), leaf_opt(opt),
+                         f64(min(B, d_eff, m)))
 
 
 _CLOSURES = ("auto", "diagonal", "general")

@@ -4,18 +4,19 @@
 - `gamma`: the 2×2 leave-one-out coefficients `Γ` of the deterministic equivalent.
 - `log_nodes`: the quadrature grid of the polar integral `(2/π)∫₀^∞ (t² + GGᵀ)⁻¹G dt`.
 - `check_spectrum`, `check_matrix`: argument validation.
-- `StepSize`, `step_size`: `η(k)` read through the optimizer's `lr_at`.
+- `leaf_opt`: the optimizer config a theory holds; `η(k)` is read through its `lr_at`.
 """
 
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..optimizers import numeric
+
 __all__ = ["projector_kappa", "noise_mode", "gamma", "log_nodes", "check_spectrum",
-           "check_matrix", "RESIDUAL_TOL", "StepSize", "step_size"]
+           "check_matrix", "RESIDUAL_TOL", "leaf_opt"]
 
 # Newton residual (max relative residual of the three scalars over the quadrature
 # nodes) above which a fixed point counts as failed (`AbstractTheory.residual`).
@@ -101,24 +102,16 @@ def check_matrix(problem, opt):
                          f"got {type(problem).__name__}")
 
 
-class StepSize(eqx.Module):
-    """`η(k)` read through `opt.lr_at(k)`. A constant step size held by a config as a
-    static Python float is kept here as a float64 leaf instead (a new value is a new
-    array, not a new compilation); configs whose `lr` is already a leaf are used as is."""
-
-    opt: object
-    eta: jax.Array | None
-
-    def __call__(self, k):
-        if self.eta is not None:
-            return self.eta
-        return jnp.asarray(self.opt.lr_at(k), jnp.float64)
-
-
-def step_size(opt) -> StepSize:
-    """A constant step size (a float, or an array leaf) is stored as a float64 `eta`
-    (so `eqx.tree_at(lambda t: t.eta, ...)` / `jax.vmap` sweep it); schedules are read
-    through `opt.lr_at(k)`."""
-    if callable(opt.lr):
-        return StepSize(opt, None)
-    return StepSize(None, jnp.asarray(opt.lr, jnp.float64))
+def leaf_opt(opt):
+    """The optimizer config with its numbers as float64 leaves: the schedule's through
+    `numeric`, and every number field of the config itself (a constant `lr`, the
+    batch size, ...) as a float64 array. A theory holds it and reads
+    `η(k) = opt.lr_at(k)` (its batch size and counts live in the theory's own
+    fields), so `eqx.tree_at(lambda t: t.opt.lr, theory, η)` and `jax.vmap` over `η`
+    sweep the step size, and no number in the config triggers a recompilation."""
+    opt = numeric(opt)
+    names = [f for f in opt.__dataclass_fields__
+             if isinstance(getattr(opt, f), (int, float, np.integer, np.floating))
+             and not isinstance(getattr(opt, f), (bool, np.bool_))]
+    return eqx.tree_at(lambda o: [getattr(o, f) for f in names], opt,
+                       [jnp.asarray(getattr(opt, f), jnp.float64) for f in names])

@@ -48,12 +48,11 @@ import numpy as np
 from ._base import AbstractRateTheory
 from ._signsvd_common import (
     RESIDUAL_TOL,
-    StepSize,
     from_z,
     gamma,
+    leaf_opt,
     log_nodes,
     noise_mode,
-    step_size,
     to_z,
 )
 
@@ -219,7 +218,7 @@ class SignSVDGeneralTheory(AbstractRateTheory):
     D0: jax.Array
     S0n: jax.Array  # S0 / √(D0_i D0_j)
     noise_fixed: jax.Array | None
-    step: StepSize  # η(k) = opt.lr_at(k)
+    opt: object  # `leaf_opt(opt)`: η(k) = opt.lr_at(k)
     rank: jax.Array
 
     discrete_start: ClassVar[bool] = True
@@ -232,7 +231,7 @@ class SignSVDGeneralTheory(AbstractRateTheory):
         return 0.5 * jnp.sum(self.eq.lam * D)
 
     def lr(self, k, D):
-        return self.step(k)
+        return jnp.asarray(self.opt.lr_at(k), jnp.float64)
 
     def overlap(self, D):
         sq = jnp.sqrt(jnp.clip(D, 0.0, None))
@@ -292,4 +291,4 @@ def signsvd_general_theory(opt, lam, S0, m, sigma2=0.0, *, n_nodes: int = 32,
     eq = GeneralEquivalent(f64(lam), f64(m), f64(B), f64(sigma2), int(n_nodes), int(n_newton))
     S0n = S0 / np.sqrt(D0[:, None] * D0[None, :])
     return SignSVDGeneralTheory(eq, f64(D0), f64(S0n), None if noise is None else f64(noise),
-                                step_size(opt), f64(min(B, d, m)))
+                                leaf_opt(opt), f64(min(B, d, m)))

@@ -29,9 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..odes import integrate
-from ..odes._base import AbstractRateTheory
 from ..odes._matrix_signsgd import MatrixSignSGDTheory
 from ..odes._signsvd import _jit_dn, signsvd_theory
+from ..odes._signsvd_common import leaf_opt
 from ..optimizers import MatrixSignSGD, SignSVD
 
 __all__ = ["local_drift_exponent", "compressed_power_law", "compare_at_optimal_lr",
@@ -79,7 +79,7 @@ def _solve_lrs(theory, etas, ts, rtol):
 @functools.partial(eqx.filter_jit)
 def _solve_lrs_jit(theory, etas, ts, rtol):
     def one(eta):
-        th = eqx.tree_at(lambda t: t.eta, theory, eta)
+        th = eqx.tree_at(lambda t: t.opt.lr, theory, eta)
         risk, _, _, code, _ = integrate(th, ts, rtol, 1e-30, max_steps=20_000, exact_steps=0,
                                         progress_meter=diffrax.NoProgressMeter())
         return jnp.where(code == 0, risk, jnp.inf)
@@ -88,29 +88,8 @@ def _solve_lrs_jit(theory, etas, ts, rtol):
 
 def _signsgd_theory(lam, D0, w, m, B, sigma2, diagonal):
     f = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731
-    th = MatrixSignSGDTheory(f(lam), f(w), f(D0), f(m), f(B), f(sigma2), MatrixSignSGD(1.0, B),
-                             diagonal)
-    return _EtaWrap(th, f(1.0))
-
-
-class _EtaWrap(AbstractRateTheory):
-    """Matrix SignSGD theory with a traced constant step size `eta` (for vmapping)."""
-
-    inner: eqx.Module
-    eta: jax.Array
-
-    def init_state(self):
-        return self.inner.init_state()
-
-    def risk(self, y):
-        return self.inner.risk(y)
-
-    def _rates(self, k, y):
-        a, f = self.inner._rates(k, y)  # computed at η = 1: a ∝ η, f ∝ η²
-        return a * self.eta, f * self.eta**2
-
-    def lr(self, k, y):
-        return self.eta
+    return MatrixSignSGDTheory(f(lam), f(w), f(D0), f(m), f(B), f(sigma2),
+                               leaf_opt(MatrixSignSGD(1.0, B)), diagonal)
 
 
 def compare_at_optimal_lr(alpha, beta, d=10_000, batch=32, sigma=0.0, m_ratio=2.0,
@@ -445,32 +424,11 @@ def phase_point(alpha, beta, d, batch, *, J_max=None, n_k=17, lrs_per_decade=3,
 
 
 def _muon_theory(lam, D0, w, m, batch, sigma2, options):
-    """Muon (Newton–Schulz, no momentum) with a traced constant step size `eta`."""
+    """Muon (Newton–Schulz, no momentum); its constant step size is the leaf `opt.lr`."""
     from ..odes._muon import muon_theory
     from ..optimizers import Muon
-    th = muon_theory(Muon(1.0, batch, momentum=0.0), lam, D0, m, sigma2=sigma2, weights=w,
-                     **options)
-    return _MuonEta(th, jnp.asarray(1.0, jnp.float64))
-
-
-class _MuonEta(AbstractRateTheory):
-    """Muon ODE whose constant step size is the leaf `eta` (vmapped in `_solve_lrs`)."""
-
-    inner: eqx.Module
-    eta: jax.Array
-
-    def init_state(self):
-        return self.inner.init_state()
-
-    def risk(self, y):
-        return self.inner.risk(y)
-
-    def _rates(self, k, y):
-        th = eqx.tree_at(lambda t: t.step.eta, self.inner, self.eta)
-        return th._rates(k, y)
-
-    def lr(self, k, y):
-        return self.eta
+    return muon_theory(Muon(1.0, batch, momentum=0.0), lam, D0, m, sigma2=sigma2, weights=w,
+                       **options)
 
 
 _CELL_KEYS = ("phase", "phase_bulk", "tie_bulk", "final_log_ratio", "min_log_ratio",
