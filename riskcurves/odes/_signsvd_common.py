@@ -110,8 +110,9 @@ def leaf_opt(opt):
     fields), so `eqx.tree_at(lambda t: t.opt.lr, theory, η)` and `jax.vmap` over `η`
     sweep the step size, and no number in the config triggers a recompilation."""
     opt = numeric(opt)
-    names = [f for f in opt.__dataclass_fields__
-             if isinstance(getattr(opt, f), (int, float, np.integer, np.floating))
+    names = [f for f, fld in opt.__dataclass_fields__.items()
+             if not fld.metadata.get("static", False)
+             and isinstance(getattr(opt, f), (int, float, np.integer, np.floating))
              and not isinstance(getattr(opt, f), (bool, np.bool_))]
     return eqx.tree_at(lambda o: [getattr(o, f) for f in names], opt,
                        [jnp.asarray(getattr(opt, f), jnp.float64) for f in names])

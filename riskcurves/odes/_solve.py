@@ -82,7 +82,9 @@ def integrate(theory, ts, rtol, atol, *, max_steps: int, exact_steps: int = 0,
         t0 = jnp.asarray(float(n_ex), jnp.float64)
     else:
         y_start, t0, disc_ok = y0, jnp.zeros((), jnp.float64), jnp.asarray(True)
-    t1 = jnp.maximum(ts[-1], t0 + 1.0)
+    # a diverged discrete start leaves nothing to integrate: one iteration keeps the
+    # (vmapped) while loop from running that element to max_steps for every other one
+    t1 = jnp.where(disc_ok, jnp.maximum(ts[-1], t0 + 1.0), t0 + 1.0)
     ts_ode = jnp.clip(ts, t0, t1)
     controller = diffrax.ClipStepSizeController(
         diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts_ode)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,34 +41,55 @@ def sweep(problem, make_optimizer: Callable, values, checkpoints, **solve_option
     ks = validate_checkpoints(checkpoints)
     solve_options = {**solve_options, "throw": False}
     vals = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), values)
-    fn = _compiled(problem, make_optimizer, tuple(sorted(solve_options.items())))
+    sizes = {int(v.shape[0]) if v.ndim else -1 for v in jax.tree.leaves(vals)}
+    if len(sizes) != 1 or min(sizes) < 1:
+        raise ValueError(f"`values` must be arrays with one common leading (sweep) axis "
+                         f"of length >= 1, got leading sizes {sorted(sizes)}")
+    n_vals = sizes.pop()
+    size = _bucket(n_vals)
+    vals = jax.tree.map(lambda v: jnp.concatenate([v, jnp.repeat(v[:1], size - n_vals, 0)]),
+                        vals)
+    # the configs are built here, outside the compiled program: its cache key is their
+    # structure (type, static fields), never the identity of `make_optimizer`
+    opts = eqx.filter_vmap(make_optimizer)(vals)
+    fn = _compiled(problem, tuple(sorted(solve_options.items())))
     n = ks.shape[0]
-    c = as_numpy(fn(vals, jnp.asarray(padded_checkpoints(ks))))
-    cut = lambda a: a[..., :n]  # noqa: E731 — drop the padding checkpoints
+    c = as_numpy(fn(opts, jnp.asarray(padded_checkpoints(ks))))
+    cut = lambda a: a[:n_vals, ..., :n]  # noqa: E731 — drop the padding values and checkpoints
     return Curve(k=ks, risk=cut(c.risk), kind=c.kind, label=c.label, lr=cut(c.lr),
-                 extras={k: cut(v) for k, v in c.extras.items()}, code=c.code,
+                 extras={k: cut(v) for k, v in c.extras.items()}, code=c.code[:n_vals],
                  noise_variance=c.noise_variance, meta=c.meta)
+
+
+def _bucket(n: int) -> int:
+    """Sweep length padded to a few sizes (32, 64, 128, then multiples of 128), so that
+    grids of nearby sizes reuse one compiled program: a compile costs seconds, while
+    a vmapped solve of 32 values usually costs less than the padding is worth."""
+    if n <= 128:
+        return max(32, 1 << (n - 1).bit_length())
+    return -(-n // 128) * 128
 
 
 _CACHE: dict = {}
 
 
-def _compiled(problem, make_optimizer, options):
-    # one jitted function per (problem, factory, options); the problem is closed over
-    # (concrete: theories may inspect it, e.g. the top-mode rule), the values and the
-    # checkpoints are traced, so new values and horizons do not recompile
-    key = (id(problem), id(make_optimizer), options)
+def _compiled(problem, options):
+    # one jitted function per (problem, options); the problem is closed over (concrete:
+    # theories may inspect it, e.g. the top-mode rule); the optimizer configs (array
+    # leaves with a sweep axis) and the checkpoints are traced, so new values, new
+    # factories of the same optimizer and new horizons do not recompile
+    key = (id(problem), options)
     if key not in _CACHE:
         opts = dict(options)
 
-        @jax.jit
-        def run(vals, ks):
-            return jax.vmap(lambda v: solve_ode(problem, make_optimizer(v), ks, **opts))(vals)
+        @eqx.filter_jit
+        def run(optimizers, ks):
+            return eqx.filter_vmap(lambda o: solve_ode(problem, o, ks, **opts))(optimizers)
 
-        _CACHE[key] = (problem, make_optimizer, run)  # keep the objects alive with their id
+        _CACHE[key] = (problem, run)  # keep the problem alive with its id
         if len(_CACHE) > 64:
             _CACHE.pop(next(iter(_CACHE)))
-    return _CACHE[key][2]
+    return _CACHE[key][1]
 
 
 def envelope(risks, grid):
