@@ -69,6 +69,7 @@ SIGN_PROBLEM = "rc.PowerLaw(256, 1.5, 0.5, rc.Gaussian(0.01))"
 CLIP_PROBLEM = "rc.Flat(400, 1 / 400, rc.StudentT.with_std(3, 0.3), initial_energy=1.0)"
 LEGACY = textwrap.dedent(f"""
     import json, time, riskcurves as rc
+    PHASE, PHASE_ARGS = {{phase}}, {{phase_args}}
     from riskcurves.theory import tuned_comparison, compare_clipped_sgd
     out = {{}}
     p = {SIGN_PROBLEM}
@@ -79,11 +80,19 @@ LEGACY = textwrap.dedent(f"""
     t = time.perf_counter(); c = compare_clipped_sgd(q, 2000, n_lr=16, n_clip=10)
     out["clip"] = {{"s": time.perf_counter() - t, "ratio": c["ratio"],
                    "sgd_lr": c["sgd_lr"], "clip_lr": c["clip_lr"]}}
+    if PHASE:
+        from riskcurves.theory import phase_diagram
+        t = time.perf_counter(); ph, lr = phase_diagram(**PHASE_ARGS)
+        out["phase"] = {{"s": time.perf_counter() - t, "phase": ph.tolist(),
+                        "final_log_ratio": lr.tolist()}}
     print("LEGACY" + json.dumps(out))
 """)
+# a small SignSVD-vs-SignSGD phase diagram (2 x 2 points), same arguments on both sides
+PHASE_ARGS = dict(alphas=[0.75, 1.5], betas=[0.5, 1.5], d=2000, batch=16, k_max=3000, n_lr=8,
+                  n_checkpoints=16, noise_ratio=0.1)
 
 
-def bench_tuned(legacy_rev):
+def bench_tuned(legacy_rev, phase=True):
     res = {}
     p = eval(SIGN_PROBLEM)
     r, s = _t(lambda: rc.studies.tuned_comparison(p, 2000, n_lr=16, refine=6))
@@ -92,6 +101,9 @@ def bench_tuned(legacy_rev):
     q = eval(CLIP_PROBLEM)
     c, s = _t(lambda: rc.studies.compare_clipped_sgd(q, 2000, n_lr=16, n_clip=10))
     res["clip"] = {"s": s, "ratio": c["ratio"], "sgd_lr": c["sgd_lr"], "clip_lr": c["clip_lr"]}
+    if phase:
+        (ph, lr), s = _t(lambda: rc.studies.phase_diagram(**PHASE_ARGS))
+        res["phase"] = {"s": s, "phase": ph.tolist(), "final_log_ratio": lr.tolist()}
     out = {"new": res}
     if legacy_rev:
         root = os.path.dirname(HERE)
@@ -101,14 +113,17 @@ def bench_tuned(legacy_rev):
                             legacy_rev], check=True)
             try:
                 env = {**os.environ, "PYTHONPATH": wt}
-                p = subprocess.run([sys.executable, "-c", LEGACY], env=env, cwd=tmp,
+                code = LEGACY.replace("{phase}", repr(phase)).replace("{phase_args}",
+                                                                      repr(PHASE_ARGS))
+                p = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp,
                                    capture_output=True, text=True, timeout=3600)
                 line = [x for x in p.stdout.splitlines() if x.startswith("LEGACY")]
                 out["legacy"] = json.loads(line[0][6:]) if line else {"error": p.stderr[-2000:]}
             finally:
                 subprocess.run(["git", "-C", root, "worktree", "remove", "--force", wt])
         if "sign" in out["legacy"]:
-            out["speedup"] = {k: out["legacy"][k]["s"] / res[k]["s"] for k in ("sign", "clip")}
+            out["speedup"] = {k: out["legacy"][k]["s"] / res[k]["s"] for k in res
+                              if k in out["legacy"]}
     return out
 
 
@@ -175,10 +190,12 @@ def main(argv=None):
     if "tuned" not in skip:
         r = bench_tuned(a.legacy_rev)
         out["tuned"] = r
-        for k in ("sign", "clip"):
+        for k in r["new"]:
             leg = r.get("legacy", {}).get(k, {})
-            print(f"tuned {k}: new {r['new'][k]['s']:.1f}s ratio {r['new'][k]['ratio']:.4f}"
-                  + (f" | legacy {leg['s']:.1f}s ratio {leg['ratio']:.4f} | speedup "
+            val = (lambda x: f"ratio {x['ratio']:.4f}" if "ratio" in x  # noqa: E731
+                   else f"phases {x['phase']}")
+            print(f"{k}: new {r['new'][k]['s']:.1f}s {val(r['new'][k])}"
+                  + (f" | legacy {leg['s']:.1f}s {val(leg)} | speedup "
                      f"{leg['s'] / r['new'][k]['s']:.1f}x" if leg else ""), flush=True)
     if "sim" not in skip:
         ds = [1000, 10_000] if a.quick else [1000, 10_000, 100_000]

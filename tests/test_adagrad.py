@@ -83,7 +83,8 @@ def _errors(problem, opt, steps, n_runs):
             float(np.max(np.abs(sims.extras["b2"] / th.extras["b2"] - 1)[1:])))
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", [pytest.param("flat-noiseless-B1", marks=pytest.mark.slow),
+                                  "powerlaw-noisy-B4"])
 def test_adagrad_agreement_shrinks_with_d(name):
     build, B, spd, tol = CASES[name]
     n_runs = 64

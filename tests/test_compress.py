@@ -26,6 +26,7 @@ def test_power_law_nodes_count_and_trace():
     assert lam.size < 300
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_compressed_vs_full_sgd_d1e5():
     d = 10**5
     prob = rc.PowerLaw(d, 1.5, 0.5, rc.Gaussian(0.1))
@@ -43,7 +44,8 @@ def test_compressed_vs_full_sgd_d1e5():
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # clipping: small tr K / λ_max note
-@pytest.mark.parametrize("name", ["signsgd", "clipped", "adagrad"])
+@pytest.mark.parametrize("name", [pytest.param("signsgd", marks=pytest.mark.slow),
+                                  pytest.param("clipped", marks=pytest.mark.slow), "adagrad"])
 def test_compressed_vs_full_other_odes(name):
     """Every diagonal-K ODE that uses `problem.mode_weights` gets compression for free."""
     d = 1024
@@ -60,6 +62,7 @@ def test_compressed_vs_full_other_odes(name):
     assert err < _TOL, f"{name}: compressed ({comp.n_modes} nodes) vs full d={d}: {err:.2e}"
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_converges_as_d_to_inf():
     opt = rc.SGD(0.5, batch=4)
     ks = rc.checkpoints(10**5, 30)

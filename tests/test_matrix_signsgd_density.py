@@ -119,6 +119,7 @@ def test_per_column_equals_pooled_for_one_column():
     assert np.max(np.abs(b / a - 1)) < 1e-12 and np.max(np.abs(c / a - 1)) < 1e-12, (a, b, c)
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_density_fixes_high_snr_transient_and_shrinks_with_d():
     """σ = 0.1, B = 8, η = 1e-3, m = 2d, k ≤ 400 (16 runs). Measured: d = 32 closure
     39–42%, density 4.0%; d = 128 closure 5.1%, density 0.5% (≈ MC level)."""

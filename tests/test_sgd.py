@@ -86,6 +86,7 @@ def _bulk_err(d, n_runs=32, seed=0):
     return rc.max_rel_err(ode, sims, k_min=1), sims
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_ode_vs_simulation_alpha08_shrinks_with_d():
     """Plain (setting.md §3) ODE, all k >= 1: at eta*lambda_max <= 0.09 the ODE-recursion gap is
     < 0.3%, so the error is Monte-Carlo error, which shrinks with the number of modes."""

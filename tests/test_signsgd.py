@@ -214,6 +214,7 @@ def test_agreement_diagonal_powerlaw_gaussian():
     _check_d(errs, 0.04, "diagonal power law, Gaussian, B=1")
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_agreement_flat_converges_with_d():
     """Isotropic diagonal K, η = 0.3/d, 40d steps, 1024 runs: the finite-d error shrinks
     strictly with d (measured 2.8% d=16 -> 2.2% d=64 -> 0.6% d=256; se 1.4/0.7/0.35%)."""
@@ -250,6 +251,7 @@ def test_arcsin_drift_reduces_top_mode_error():
     assert out_all["exact"] < 0.045, msg
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_agreement_student_t():
     """Student-t noise (ν = 3), diagonal α = 1, d = 256, B = 1, 64 runs (measured 1.5%)."""
     e, se, _, _ = _err(rc.PowerLaw(256, 1.0, 0.5, rc.StudentT(3, 0.1)), rc.SignSGD(0.005),
@@ -257,6 +259,7 @@ def test_agreement_student_t():
     assert e < 0.04, f"Student-t: max rel err {e:.4f} (2se {2 * se:.4f}), tol 0.04, d=256"
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_agreement_batch4_diagonal():
     """B = 4, diagonal α = 1, d = 256, 64 runs: exact drift 1.4%, linear φ_B drift 6.8%."""
     e, se, _, sim = _err(rc.PowerLaw(256, 1.0, 0.5, rc.Gaussian(0.1)), rc.SignSGD(0.005, 4),
@@ -264,6 +267,7 @@ def test_agreement_batch4_diagonal():
     assert e < 0.04, f"B=4: max rel err {e:.4f} (2se {2 * se:.4f}), tol 0.04, d=256"
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_agreement_rotated_powerlaw():
     """Rotated power law α = 1 (no preconditioning), B = 1, η = 0.002, 32 runs.
     Measured 2.0% (d=128, se 1.1%), 2.3% (d=512, se 1.4%): both at the MC level;

@@ -146,6 +146,7 @@ def _one_step_case(d, m, B, sigma, n):
     assert no.sum() == pytest.approx(mno.sum(), rel=1e-3 if hard_edge else 1e-6)
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_one_step_vs_monte_carlo():
     _one_step_case(128, 256, 32, 0.5, 300)
 
@@ -190,6 +191,7 @@ def _traj_err(d, B, sigma, lr, steps, n_runs, alpha=1.5, isotropic=False, seed=0
     return rc.max_rel_err(th, sim, k_min=1)
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_trajectory_isotropic_shrinks_with_d():
     """Proportional regime (B = d/4, m = 2d, K = I, σ = 0.3, η = 0.3/√d): the
     equivalent is asymptotically exact; measured 3.1% (d=32) -> 0.7% (d=128), 8 runs."""
@@ -267,6 +269,7 @@ def _iso_constants(p, B):
     return c, n_s, c * p.m / n_s, c**2 * p.m / n_s
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_isotropic_signsgd_signsvd_equal_up_to_constant():
     """K = I, d = 64, m = 128, B = 8, D_i(0) = 1, σ² = 6.4 (noise dominated:
     2P/(mσ²) <= 0.08), η_g = 0.004, 600 SignSGD steps (P falls to 0.30 P(0)).

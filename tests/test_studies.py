@@ -55,6 +55,7 @@ def test_tuned_comparison_signsgd_beats_sgd_on_diagonal_power_law():
             assert other > risk * (1 - 1e-3), f"{name}: lr*{f} gives {other} < {risk}"
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_optimized_schedule_beats_best_constant_in_simulation():
     """Gradient-designed schedule (jax.grad through the ODE) beats the best constant
     step size at the horizon in the ODE, and the gain is confirmed by simulation."""
@@ -76,6 +77,7 @@ def test_optimized_schedule_beats_best_constant_in_simulation():
         assert abs(sim.risk[-1] / ode - 1) < max(0.03, 4 * sim.stderr[-1] / ode), msg
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_compress_on_curve():
     prob = rc.PowerLaw(20_000, 1.5, 0.5, rc.Gaussian(0.1))
     opt, ks = rc.SGD(0.5, 4), rc.checkpoints(10**5, 25)
@@ -86,3 +88,21 @@ def test_compress_on_curve():
     assert err < 1e-3, f"compressed ({small.n_modes} nodes) vs full: {err:.2e}"
     with pytest.raises(ValueError, match="measure"):
         rc.compress(prob, measure=3)
+
+
+def test_sweep_compiles_once_across_factories_noise_scales_and_sizes():
+    """The compiled sweep is keyed by the theory's structure only: a new factory lambda,
+    a new noise scale (SignSGD reads the noise law inside its field) and a grid size in
+    the same padding bucket reuse it."""
+    from riskcurves.odes import _solve
+
+    ks = np.array([0, 300])
+    cache = _solve._integrate_sweep._cached._cache_size
+    rc.studies.sweep(rc.PowerLaw(100, 1.5, 0.5, rc.Gaussian(0.1)),
+                     lambda lr: rc.SignSGD(lr, 1), np.geomspace(1e-3, 1e-2, 5), ks)
+    size = cache()
+    for sigma, n in ((0.2, 7), (0.3, 20)):
+        c = rc.studies.sweep(rc.PowerLaw(100, 1.5, 0.5, rc.Gaussian(sigma)),
+                             lambda lr: rc.SignSGD(lr, 1), np.geomspace(1e-3, 1e-2, n), ks)
+        assert c.risk.shape == (n, 2) and all(s == "ok" for s in c.status)
+    assert cache() == size, f"the sweep recompiled ({size} -> {cache()})"

@@ -95,7 +95,7 @@ def test_first_step_exact_and_deterministic():
 
 
 # ---- agreement on power laws (setting.md §9) with negative controls ------------------------------
-@pytest.mark.parametrize("alpha", [1.0, 1.5])
+@pytest.mark.parametrize("alpha", [pytest.param(1.0, marks=pytest.mark.slow), 1.5])
 def test_line_search_power_law(alpha):
     """d = 64, B = 1, σ = 0.1, k ≤ 256, 512 runs. Measured with 1024 runs
     (docs/theory/topmodes.md): hybrid 1.3% (α = 1), 1.6% (α = 1.5, s.e. ≤ 1.5%);

@@ -27,6 +27,7 @@ from ._signsgd import SignSGDGeneralTheory as SignSGDGeneralTheory
 from ._signsgd import SignSGDTopModes as SignSGDTopModes
 from ._solve import integrate as integrate
 from ._solve import solve_ode as solve_ode
+from ._solve import solve_ode_sweep as solve_ode_sweep
 from ._solve import solve_theory as solve_theory
 from ._solver import ETD2 as ETD2
 from ._topmodes import AbstractTopModeTheory as AbstractTopModeTheory

@@ -234,7 +234,9 @@ def solve_ode(problem, optimizer, checkpoints, *, rtol: float = 1e-5, atol: floa
                     raise
                 return Curve(k=ks, risk=np.full(ks.shape, np.nan), kind="ode", label=label,
                              status="diverged", message=str(e), noise_variance=nv, meta=meta)
-    theory = build_theory(numeric(optimizer), problem, **options)
+    # every float of the theory a leaf: a noise law's Python floats would otherwise be
+    # static fields of the compiled program (a new noise scale, a new compilation)
+    theory = numeric(build_theory(numeric(optimizer), problem, **options))
     t0 = time.perf_counter()
     if concrete and type(theory).recursion is not AbstractTheory.recursion:
         risk, lr, obs, info = solve_theory(theory, ks, rtol=rtol, atol=atol,
@@ -293,6 +295,49 @@ def solve_ode(problem, optimizer, checkpoints, *, rtol: float = 1e-5, atol: floa
     meta["solver"] = info
     return Curve(k=ks, risk=risk, kind="ode", label=label, lr=lr, extras=obs,
                  status=STATUS[code], message=message, noise_variance=nv, meta=meta)
+
+
+def solve_ode_sweep(problem, make_optimizer, values, checkpoints, *, rtol: float = 1e-5,
+                    atol: float = 1e-30, max_steps: int = 100_000, exact_steps: int = 1024,
+                    label: str | None = None, **options) -> Curve:
+    """`solve_ode(problem, make_optimizer(v), checkpoints)` for every `v` in `values`
+    (leading axis), as one vmapped, compiled solve.
+
+    The theories are built here, vmapped over `values` with the problem concrete (the
+    builders may inspect it); the compiled program is keyed only by the theory's
+    structure (its type, static fields and array shapes). A new value, a new factory
+    of the same optimizer, a new horizon or a new problem of the same shape (another
+    noise scale, spectrum or label) reuses it. No stability check (the values are
+    traced): read `curve.status` per element.
+
+    **Returns:** a `Curve` whose arrays have a leading sweep axis (JAX arrays).
+    """
+    _check_tols(rtol, atol, max_steps, exact_steps)
+    ks = jnp.asarray(checkpoints, jnp.float64)
+
+    def build(v):
+        opt = make_optimizer(v)
+        check_optimizer(opt)
+        # every float of the theory a leaf (a noise law's Python floats would
+        # otherwise be static fields of the compiled program)
+        return numeric(build_theory(numeric(opt), problem, **options))
+
+    theories = eqx.filter_vmap(build)(values)
+    risk, lr, obs, code, _ = _integrate_sweep(
+        theories, ks, jnp.asarray(rtol, jnp.float64), jnp.asarray(atol, jnp.float64),
+        int(max_steps), int(exact_steps))
+    name = type(make_optimizer(jax.tree.map(lambda v: v[0], values))).name
+    meta = {"problem": getattr(problem, "label", type(problem).__name__), "d": problem.d,
+            "optimizer": name}
+    return Curve(k=ks, risk=risk, kind="ode", label=label or f"{name} ODE", lr=lr,
+                 extras=obs, code=code, noise_variance=_noise_var(problem), meta=meta)
+
+
+@eqx.filter_jit
+def _integrate_sweep(theories, ts, rtol, atol, max_steps, exact_steps):
+    def one(theory):
+        return integrate(theory, ts, rtol, atol, max_steps=max_steps, exact_steps=exact_steps)
+    return eqx.filter_vmap(one)(theories)
 
 
 def _lr_repr(optimizer) -> str:

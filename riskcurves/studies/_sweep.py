@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._curve import Curve, as_numpy, padded_checkpoints, validate_checkpoints
-from ..odes import solve_ode
+from ..odes import solve_ode_sweep
 
 __all__ = ["sweep", "best_lr", "envelope"]
 
@@ -39,7 +38,8 @@ def sweep(problem, make_optimizer: Callable, values, checkpoints, **solve_option
     `curve.unstack()`), numpy arrays.
     """
     ks = validate_checkpoints(checkpoints)
-    solve_options = {**solve_options, "throw": False}
+    for name in ("throw", "progress", "check_stability"):
+        solve_options.pop(name, None)  # a sweep never throws: read `curve.status`
     vals = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), values)
     sizes = {int(v.shape[0]) if v.ndim else -1 for v in jax.tree.leaves(vals)}
     if len(sizes) != 1 or min(sizes) < 1:
@@ -49,12 +49,12 @@ def sweep(problem, make_optimizer: Callable, values, checkpoints, **solve_option
     size = _bucket(n_vals)
     vals = jax.tree.map(lambda v: jnp.concatenate([v, jnp.repeat(v[:1], size - n_vals, 0)]),
                         vals)
-    # the configs are built here, outside the compiled program: its cache key is their
-    # structure (type, static fields), never the identity of `make_optimizer`
-    opts = eqx.filter_vmap(make_optimizer)(vals)
-    fn = _compiled(problem, tuple(sorted(solve_options.items())))
+    # the theories are built outside the compiled program (vmapped over the values), so
+    # its cache key is their structure: never the identity of `make_optimizer` or of
+    # the problem (a new noise scale of the same shape does not recompile either)
     n = ks.shape[0]
-    c = as_numpy(fn(opts, jnp.asarray(padded_checkpoints(ks))))
+    c = as_numpy(solve_ode_sweep(problem, make_optimizer, vals, padded_checkpoints(ks),
+                                 **solve_options))
     cut = lambda a: a[:n_vals, ..., :n]  # noqa: E731 — drop the padding values and checkpoints
     return Curve(k=ks, risk=cut(c.risk), kind=c.kind, label=c.label, lr=cut(c.lr),
                  extras={k: cut(v) for k, v in c.extras.items()}, code=c.code[:n_vals],
@@ -68,28 +68,6 @@ def _bucket(n: int) -> int:
     if n <= 128:
         return max(32, 1 << (n - 1).bit_length())
     return -(-n // 128) * 128
-
-
-_CACHE: dict = {}
-
-
-def _compiled(problem, options):
-    # one jitted function per (problem, options); the problem is closed over (concrete:
-    # theories may inspect it, e.g. the top-mode rule); the optimizer configs (array
-    # leaves with a sweep axis) and the checkpoints are traced, so new values, new
-    # factories of the same optimizer and new horizons do not recompile
-    key = (id(problem), options)
-    if key not in _CACHE:
-        opts = dict(options)
-
-        @eqx.filter_jit
-        def run(optimizers, ks):
-            return eqx.filter_vmap(lambda o: solve_ode(problem, o, ks, **opts))(optimizers)
-
-        _CACHE[key] = (problem, run)  # keep the problem alive with its id
-        if len(_CACHE) > 64:
-            _CACHE.pop(next(iter(_CACHE)))
-    return _CACHE[key][1]
 
 
 def envelope(risks, grid):

@@ -51,11 +51,13 @@ MIN_INTRINSIC_DIMENSION = 50.0
 
 
 # ---- coefficients of the ODE ----------------------------------------------------
-def _finite_variance(noise) -> float:
+def _finite_variance(noise):
+    """`E[ε²]` (a float, an array when the noise scale is traced), `inf` if infinite."""
     try:
-        return float(noise.variance)
+        v = noise.variance
     except ValueError:
         return math.inf
+    return jnp.asarray(v, jnp.float64) if isinstance(v, jax.Array) else float(v)
 
 
 def _single_component(noise) -> bool:

@@ -38,6 +38,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from ..optimizers import is_concrete
 from ._noise_expectations import effective_sign_gain
 
 __all__ = [
@@ -73,8 +74,11 @@ def _log_s_grid(tau, n):
 
 
 def _mixture(noise):
-    """`(w, v)` as numpy float64 (static), components of negligible weight dropped."""
+    """`(w, v)` float64; concrete: numpy with the components of negligible weight
+    dropped; traced (a noise scale swept by `jax.vmap`): every component kept."""
     w, v = noise.scale_mixture()
+    if not (is_concrete(w) and is_concrete(v)):
+        return jnp.asarray(w, jnp.float64), jnp.asarray(v, jnp.float64)
     w, v = np.asarray(w, np.float64), np.asarray(v, np.float64)
     keep = w > 1e-14 * np.max(w)
     return w[keep], v[keep]
