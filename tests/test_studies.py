@@ -106,3 +106,8 @@ def test_sweep_compiles_once_across_factories_noise_scales_and_sizes():
                              lambda lr: rc.SignSGD(lr, 1), np.geomspace(1e-3, 1e-2, n), ks)
         assert c.risk.shape == (n, 2) and all(s == "ok" for s in c.status)
     assert cache() == size, f"the sweep recompiled ({size} -> {cache()})"
+
+
+def test_clip_comparison_attribute_access():
+    c = rc.studies.ClipComparison(ratio=0.5)
+    assert c.ratio == 0.5 and not hasattr(c, "missing")  # AttributeError, not KeyError

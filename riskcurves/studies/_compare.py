@@ -76,7 +76,11 @@ class ClipComparison(dict):
     `clip_lrs`, `clips`, `clip_risks` (`(n_lr, n_clip)`).
     """
 
-    __getattr__ = dict.__getitem__
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:  # hasattr / getattr with a default need AttributeError
+            raise AttributeError(name) from None
 
 
 def compare_clipped_sgd(problem, horizon: int, *, batch: int = 1, lrs=None, clips=None,
