@@ -123,7 +123,7 @@ def test_simulator_clips_the_global_norm():
 # (spectrum, noise, clip c = c', lr, batch, (d, 4d), tol at d, tol at 4d)
 AGREE = [
     pytest.param("two", "mix", 0.05, 3.0, 1, (64, 256), 0.025, 0.01,
-                 id="twolevel-mixture-clips95%"),
+                 id="twolevel-mixture-clips95%", marks=pytest.mark.slow),
     pytest.param("flat", "t3", 0.3, 1.0, 1, (64, 256), 0.04, 0.015, id="flat-t3-c0.3"),
     pytest.param("two", "gauss", 0.5, 1.0, 1, (64, 256), 0.04, 0.015, id="twolevel-gauss-c0.5",
                  marks=pytest.mark.slow),

@@ -201,6 +201,7 @@ def test_trajectory_isotropic_shrinks_with_d():
     assert e_large <= 0.03 and e_large < e_small, msg
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_trajectory_power_law_noisy():
     """Small batch, power law, label noise: measured 1.9% (d=32) / 2.0% (d=128), 8 runs."""
     e = _traj_err(64, 8, 0.1, 0.03, 300, 8)

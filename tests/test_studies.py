@@ -38,6 +38,7 @@ def test_best_lr_matches_a_dense_search_on_the_exact_recursion():
     assert not b["edge"][-1]
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_tuned_comparison_signsgd_beats_sgd_on_diagonal_power_law():
     """Diagonal power law: SignSGD (√λ preconditioning) beats tuned SGD at a long
     horizon; both optima are interior minima of their ODE final risks."""

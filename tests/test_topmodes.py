@@ -107,6 +107,7 @@ def test_line_search_power_law(alpha):
            rc.solve_ode(prob, opt, ks, topmodes=0), sims, n)
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_clipping_power_law():
     """α = 1.5, β = 1, Student-t(3) noise (std 0.3), η = 1/tr K, c' = c/√(tr K) = 0.3,
     d = 64, k ≤ 256, 1024 runs: hybrid ≤ 2.8%, mean-field 10.8% (tr K/λ_max = 2.4)."""

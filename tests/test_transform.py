@@ -131,6 +131,7 @@ def test_sweep_reports_divergence_per_element():
         jax.vmap(lambda lr: rc.solve_ode(prob, rc.SGD(lr, 2), ks).risk)(lrs).block_until_ready()
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_vmap_over_noise_scale_and_batch():
     prob = _vec_problem(100)
     ks = rc.checkpoints(2000, 15)
