@@ -115,7 +115,8 @@ def test_uniform_classes_match_equal_weights():
 
 # (B, mu, n_grad, tol: λ-weighted drift, Σ noise, top-mode drift); measured in the docstring
 ONE_STEP = [pytest.param(32, 0.0, 1, 0.06, 0.05, 0.09, marks=pytest.mark.slow),
-            (256, 0.0, 1, 0.04, 0.08, 0.05), (4, 0.9, 50, 0.06, 0.07, 0.06)]
+            pytest.param(256, 0.0, 1, 0.04, 0.08, 0.05, marks=pytest.mark.slow),
+            (4, 0.9, 50, 0.06, 0.07, 0.06)]
 
 
 @pytest.mark.parametrize("B,mu,n_grad,tol_dr,tol_no,tol_top", ONE_STEP)

@@ -158,6 +158,7 @@ def test_default_ode_exact_from_step_one(B, alpha, eta_lmax):
 
 
 # ---- (d) a schedule ------------------------------------------------------------------
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_schedule_agreement():
     p, opt_c = _bulk_case(1000)
     sched = rc.power_decay(opt_c.lr, k0=50.0, exponent=1.0)

@@ -117,6 +117,7 @@ def test_grad_of_final_risk_matches_finite_difference(name):
                        f"(rel err {rel:.1e}, tol 1e-3)"
 
 
+@pytest.mark.slow  # heavy on 2 cores (suite time); run with -m slow
 def test_sweep_reports_divergence_per_element():
     prob = _vec_problem(200)
     thr = rc.theory.stability_threshold(rc.SGD(1.0, 2), prob)
