@@ -172,6 +172,13 @@ def solve_theory(theory, checkpoints, *, rtol=1e-5, atol=1e-30, max_steps=100_00
     return (np.asarray(risk), np.asarray(lr), {k: np.asarray(v) for k, v in obs.items()}, info)
 
 
+def _leaf_theory(optimizer, problem, options):
+    """The optimizer's theory with every float a leaf: a noise law's Python floats would
+    otherwise be static fields of the compiled program (a new noise scale, a new
+    compilation). Shared by `solve_ode` and `solve_ode_sweep`."""
+    return numeric(build_theory(numeric(optimizer), problem, **options))
+
+
 def solve_ode(problem, optimizer, checkpoints, *, rtol: float = 1e-5, atol: float = 1e-30,
               max_steps: int = 100_000, exact_steps: int = 1024, progress: bool = False,
               throw: bool = True, check_stability: bool = True, label: str | None = None,
@@ -234,9 +241,7 @@ def solve_ode(problem, optimizer, checkpoints, *, rtol: float = 1e-5, atol: floa
                     raise
                 return Curve(k=ks, risk=np.full(ks.shape, np.nan), kind="ode", label=label,
                              status="diverged", message=str(e), noise_variance=nv, meta=meta)
-    # every float of the theory a leaf: a noise law's Python floats would otherwise be
-    # static fields of the compiled program (a new noise scale, a new compilation)
-    theory = numeric(build_theory(numeric(optimizer), problem, **options))
+    theory = _leaf_theory(optimizer, problem, options)
     t0 = time.perf_counter()
     if concrete and type(theory).recursion is not AbstractTheory.recursion:
         risk, lr, obs, info = solve_theory(theory, ks, rtol=rtol, atol=atol,
@@ -318,9 +323,7 @@ def solve_ode_sweep(problem, make_optimizer, values, checkpoints, *, rtol: float
     def build(v):
         opt = make_optimizer(v)
         check_optimizer(opt)
-        # every float of the theory a leaf (a noise law's Python floats would
-        # otherwise be static fields of the compiled program)
-        return numeric(build_theory(numeric(opt), problem, **options))
+        return _leaf_theory(opt, problem, options)
 
     theories = eqx.filter_vmap(build)(values)
     risk, lr, obs, code, _ = _integrate_sweep(
