@@ -60,6 +60,11 @@ class AbstractTheory(eqx.Module):
     def observables(self, k, y) -> dict:
         return {}
 
+    def field_and_damping(self, k, y, args):
+        """`(vector_field, damping)` at one point (the integrator's step start);
+        rate-form theories compute both from one `_rates` call."""
+        return self.vector_field(k, y, args), self.damping(k, y, args)
+
     def increment(self, k, y):
         return self.vector_field(k, y, None)
 
@@ -94,14 +99,26 @@ class AbstractRateTheory(AbstractTheory):
     def _rates(self, k, y):
         raise NotImplementedError
 
+    @staticmethod
+    def _field(a, f, y):
+        return jax.tree.map(lambda ai, yi, fi: -_apply(ai, yi) + fi, a, y, f)
+
+    @staticmethod
+    def _damping(a, y):
+        return jax.tree.map(lambda ai, yi: ai if ai.ndim == yi.ndim + 1
+                            else jnp.clip(ai, 0.0, None), a, y)
+
     def vector_field(self, k, y, args):
         a, f = self._rates(k, y)
-        return jax.tree.map(lambda ai, yi, fi: -_apply(ai, yi) + fi, a, y, f)
+        return self._field(a, f, y)
 
     def damping(self, k, y, args):
         a, _ = self._rates(k, y)
-        return jax.tree.map(lambda ai, yi: ai if ai.ndim == yi.ndim + 1
-                            else jnp.clip(ai, 0.0, None), a, y)
+        return self._damping(a, y)
+
+    def field_and_damping(self, k, y, args):
+        a, f = self._rates(k, y)
+        return self._field(a, f, y), self._damping(a, y)
 
 
 @functools.singledispatch

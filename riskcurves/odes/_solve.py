@@ -69,13 +69,29 @@ def integrate(theory, ts, rtol, atol, *, max_steps: int, exact_steps: int = 0,
         t0, y_start = start
         disc_ok = jnp.asarray(True)
     elif n_ex > 0:
-        def body(y, j):
-            y1 = jax.tree.map(jnp.add, y, theory.increment(j, y))
-            return y1, save(j + 1.0, y1)
+        # the exact map runs only up to the last checkpoint it serves, and the
+        # observables are evaluated only at checkpoints (`lax.cond`, a real branch
+        # unless the checkpoints themselves are batched)
+        idx = jnp.clip(ts, 0, n_ex).astype(jnp.int32)
+        n_run = jnp.max(idx)
+        first = save(0.0, y0)
+        traj0 = jax.tree.map(lambda v: jnp.broadcast_to(v, idx.shape + jnp.shape(v)), first)
 
-        y_hand, traj = jax.lax.scan(body, y0, jnp.arange(n_ex, dtype=jnp.float64))
-        traj = jax.tree.map(lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b]),
-                            save(0.0, y0), traj)
+        def body(carry, j):
+            def step(_):
+                y, out = carry
+                y1 = jax.tree.map(jnp.add, y, theory.increment(j, y))
+                hit = idx == j + 1
+                vals = jax.lax.cond(jnp.any(hit), lambda _: save(j + 1.0, y1),
+                                    lambda _: jax.tree.map(lambda o: o[0], out), None)
+                out = jax.tree.map(
+                    lambda v, o: jnp.where(hit.reshape((-1,) + (1,) * (o.ndim - 1)), v, o),
+                    vals, out)
+                return y1, out
+            return jax.lax.cond(j < n_run, step, lambda _: carry, None), None
+
+        (y_hand, traj), _ = jax.lax.scan(body, (y0, traj0),
+                                         jnp.arange(n_ex, dtype=jnp.float64))
         disc_ok = _finite_tree(y_hand) & (jnp.abs(theory.risk(y_hand)) < blowup)
         # a diverged discrete start hands a harmless state to the ODE (masked below)
         y_start = jax.tree.map(lambda a, b: jnp.where(disc_ok, a, b), y_hand, y0)
@@ -90,16 +106,16 @@ def integrate(theory, ts, rtol, atol, *, max_steps: int, exact_steps: int = 0,
         diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts_ode)
     event = diffrax.Event(lambda t, y, args, **kw: jnp.abs(theory.risk(y)) > blowup)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(theory.vector_field), ETD2(theory.damping, theory.risk), t0=t0,
+        diffrax.ODETerm(theory.vector_field), ETD2(theory.damping, theory.risk,
+                                                            theory.field_and_damping), t0=t0,
         t1=t1, dt0=None,
         y0=y_start, saveat=diffrax.SaveAt(ts=ts_ode, fn=save), stepsize_controller=controller,
         max_steps=max_steps, throw=False, progress_meter=meter, event=event)
     out = sol.ys
     if n_ex > 0:
-        idx = jnp.clip(ts, 0, n_ex).astype(jnp.int32)
         use_disc = ts <= n_ex
         out = jax.tree.map(
-            lambda d, o: jnp.where(use_disc.reshape((-1,) + (1,) * (o.ndim - 1)), d[idx], o),
+            lambda d, o: jnp.where(use_disc.reshape((-1,) + (1,) * (o.ndim - 1)), d, o),
             traj, out)
     risk, lr, obs, resid = out
     res = sol.result

@@ -131,10 +131,13 @@ class ETD2(diffrax.AbstractAdaptiveSolver):
       block-diagonal stiff part `−A_i y_i`.
     - `risk`: `y -> P` (optional): enables the exponential-tail integrating factor
       (module docstring).
+    - `field_and_damping`: `(k, y, args) -> (field, A)` (optional): both at the step
+      start from one evaluation (else the term's field and `damping` separately).
     """
 
     damping: Callable
     risk: Callable | None = None
+    field_and_damping: Callable | None = None
     term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar = diffrax.LocalLinearInterpolation
 
@@ -150,8 +153,10 @@ class ETD2(diffrax.AbstractAdaptiveSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
         h = t1 - t0
-        f0 = terms.vf(t0, y0, args)
-        A = self.damping(t0, y0, args)
+        if self.field_and_damping is None:
+            f0, A = terms.vf(t0, y0, args), self.damping(t0, y0, args)
+        else:
+            f0, A = self.field_and_damping(t0, y0, args)
         treedef = jax.tree.structure(y0)
         y0l, f0l, Al = (treedef.flatten_up_to(t) for t in (y0, f0, A))
         rhos = self._tail_rates(y0, f0, y0l, Al, h)
