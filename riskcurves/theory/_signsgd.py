@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -135,7 +136,9 @@ def expected_sign(noise, signal, rest2, batch: int = 1):
     For diagonal `K` this is `E[sign(g_i) | Δ]` with `a = √λ_i Δ_i` and
     `rest2 = 2P − λ_i Δ_i²`. `B = 1`:
     `Σ_k w_k (2/π) arctan(a/√(rest2 + v_k)) = Σ_k w_k (2/π) arcsin(a/√(2P + v_k))`.
-    `B > 1` (Gil-Pelaez): `(2/π) ∫_0^∞ Im[ψ(ω)^B] dω/ω`,
+    `B > 1`, one noise component (Gaussian or noiseless): the Student-t closed form
+    `sign(a) P(|T_B| < √B a/√(rest2 + v))` (`_student_sign`, exact, `O(B)`).
+    `B > 1`, a scale mixture (Gil-Pelaez): `(2/π) ∫_0^∞ Im[ψ(ω)^B] dω/ω`,
     `ψ(ω) = Σ_k w_k (1 − 2iωa + ω²(rest2 + v_k))^(−1/2)`.
     Broadcasts over `signal`, `rest2`; traceable.
     """
@@ -148,6 +151,8 @@ def expected_sign(noise, signal, rest2, batch: int = 1):
     if B == 1:
         rt = jnp.sqrt(R)
         return jnp.sum(w * (2 / jnp.pi) * jnp.arctan2(a[..., None], rt), axis=-1)
+    if w.size == 1:
+        return _student_sign(a, R[..., 0], B)
     # ω grid in units of 1/√τ, τ = a² + mean-ish residual scale; R floored at 1e-10 τ.
     tau = jnp.maximum(a**2 + jnp.sum(w * R, axis=-1), _TINY)
     R = jnp.maximum(R, 1e-10 * tau[..., None])
@@ -169,6 +174,29 @@ def expected_sign(noise, signal, rest2, batch: int = 1):
         f = (pre**2 + pim**2) ** (0.5 * B) * jnp.sin(B * jnp.arctan2(pim, pre))  # Re ψ > 0
     integral = h * (jnp.sum(f, axis=-1) - 0.5 * (f[..., 0] + f[..., -1]))
     return (2 / jnp.pi) * integral
+
+
+def _student_sign(a, R, B: int):
+    """`E[sign(a‖z‖² + √R ‖z‖ ξ)]`, `z ~ N(0, I_B)`, `ξ ~ N(0, 1)`: one noise component.
+
+    `T = ξ √B/‖z‖` is Student-t with `B` degrees of freedom, so the expectation is
+    `P(|T| < √B a/√R) sign(a)`, in closed form (Abramowitz & Stegun 26.7.3–4) with
+    `θ = arctan(a/√R)`, `x = cos²θ`:
+    `B` odd: `(2/π)[θ + sinθ cosθ Σ_{j<(B−1)/2} c_j x^j]`, `c_j = Π_{i≤j} 2i/(2i+1)`;
+    `B` even: `sinθ Σ_{j<B/2} e_j x^j`, `e_j = Π_{i≤j} (2i−1)/(2i)`. Exact, `O(B)`."""
+    rt = jnp.sqrt(jnp.maximum(R, _TINY))
+    den = jnp.sqrt(a**2 + rt**2)
+    sin, cos = a / den, rt / den
+    x = cos**2
+    n = (B - 1) // 2 if B % 2 else B // 2
+    j = np.arange(1, n)
+    coef = np.concatenate([[1.0], np.cumprod(2 * j / (2 * j + 1) if B % 2
+                                              else (2 * j - 1) / (2 * j))])
+    poly, _ = jax.lax.scan(lambda acc, c: (acc * x + c, None), jnp.zeros_like(x),
+                           jnp.asarray(coef[::-1]))
+    if B % 2:
+        return (2 / jnp.pi) * (jnp.arctan2(a, rt) + sin * cos * poly)
+    return sin * poly
 
 
 # ---- noise reshaping: K̃ and the K̄ eigenbasis ------------------------------------------
