@@ -11,7 +11,10 @@ Sections (each prints a table row and goes into the JSON):
 2. `tuned`: tuned comparisons (SignSGD vs SGD; clipped SGD vs SGD) with
    `rc.studies` (vmapped sweeps) vs the previous implementation (golden-section /
    per-call solves), run from a git worktree of `--legacy-rev` in a subprocess of
-   this same run, on the same problems; outputs compared.
+   this same run, on the same problems; outputs compared. Each comparison runs
+   twice per process: cold (`sign`, `clip`: compilation included) and then on
+   another noise scale and horizon (`sign_next`, `clip_next`: what the next study of
+   a session costs).
 3. `simulator`: `rc.simulate` (SGD, B = 4, float32) vs a minimal hand-written
    `jit(vmap(lax.scan))` with the same per-step work (sample `X ~ N(0, K)` and `ε`,
    `g = Xᵀ(XΔ − ε)/B`, `Δ -= ηg`, the exact risk at the checkpoints) at
@@ -67,6 +70,9 @@ def bench_vmap(d, n_lr=32):
 # ---- 2. tuned comparisons, new vs legacy -------------------------------------------------
 SIGN_PROBLEM = "rc.PowerLaw(256, 1.5, 0.5, rc.Gaussian(0.01))"
 CLIP_PROBLEM = "rc.Flat(400, 1 / 400, rc.StudentT.with_std(3, 0.3), initial_energy=1.0)"
+# the next comparison of a session: another noise scale and horizon, same shapes
+SIGN_PROBLEM_2 = "rc.PowerLaw(256, 1.5, 0.5, rc.Gaussian(0.02))"
+CLIP_PROBLEM_2 = "rc.Flat(400, 1 / 400, rc.StudentT.with_std(3, 0.5), initial_energy=1.0)"
 LEGACY = textwrap.dedent(f"""
     import json, time, riskcurves as rc
     PHASE, PHASE_ARGS = {{phase}}, {{phase_args}}
@@ -76,10 +82,18 @@ LEGACY = textwrap.dedent(f"""
     t = time.perf_counter(); r = tuned_comparison(p, 2000, iters=14)
     out["sign"] = {{"s": time.perf_counter() - t, "ratio": r["ratio"],
                    "sgd_lr": r["sgd"]["lr"], "sign_lr": r["signsgd"]["lr"]}}
+    p2 = {SIGN_PROBLEM_2}
+    t = time.perf_counter(); r = tuned_comparison(p2, 3000, iters=14)
+    out["sign_next"] = {{"s": time.perf_counter() - t, "ratio": r["ratio"],
+                        "sgd_lr": r["sgd"]["lr"], "sign_lr": r["signsgd"]["lr"]}}
     q = {CLIP_PROBLEM}
     t = time.perf_counter(); c = compare_clipped_sgd(q, 2000, n_lr=16, n_clip=10)
     out["clip"] = {{"s": time.perf_counter() - t, "ratio": c["ratio"],
                    "sgd_lr": c["sgd_lr"], "clip_lr": c["clip_lr"]}}
+    q2 = {CLIP_PROBLEM_2}
+    t = time.perf_counter(); c = compare_clipped_sgd(q2, 3000, n_lr=16, n_clip=10)
+    out["clip_next"] = {{"s": time.perf_counter() - t, "ratio": c["ratio"],
+                        "sgd_lr": c["sgd_lr"], "clip_lr": c["clip_lr"]}}
     if PHASE:
         from riskcurves.theory import phase_diagram
         t = time.perf_counter(); ph, lr = phase_diagram(**PHASE_ARGS)
@@ -98,9 +112,14 @@ def bench_tuned(legacy_rev, phase=True):
     r, s = _t(lambda: rc.studies.tuned_comparison(p, 2000, n_lr=16, refine=6))
     res["sign"] = {"s": s, "ratio": r["ratio"], "sgd_lr": r["sgd"]["lr"],
                    "sign_lr": r["signsgd"]["lr"]}
-    q = eval(CLIP_PROBLEM)
-    c, s = _t(lambda: rc.studies.compare_clipped_sgd(q, 2000, n_lr=16, n_clip=10))
-    res["clip"] = {"s": s, "ratio": c["ratio"], "sgd_lr": c["sgd_lr"], "clip_lr": c["clip_lr"]}
+    p2 = eval(SIGN_PROBLEM_2)
+    r, s = _t(lambda: rc.studies.tuned_comparison(p2, 3000, n_lr=16, refine=6))
+    res["sign_next"] = {"s": s, "ratio": r["ratio"], "sgd_lr": r["sgd"]["lr"],
+                        "sign_lr": r["signsgd"]["lr"]}
+    for key, prob, T in (("clip", CLIP_PROBLEM, 2000), ("clip_next", CLIP_PROBLEM_2, 3000)):
+        q = eval(prob)
+        c, s = _t(lambda q=q, T=T: rc.studies.compare_clipped_sgd(q, T, n_lr=16, n_clip=10))
+        res[key] = {"s": s, "ratio": c["ratio"], "sgd_lr": c["sgd_lr"], "clip_lr": c["clip_lr"]}
     if phase:
         (ph, lr), s = _t(lambda: rc.studies.phase_diagram(**PHASE_ARGS))
         res["phase"] = {"s": s, "phase": ph.tolist(), "final_log_ratio": lr.tolist()}
