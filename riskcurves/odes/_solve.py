@@ -320,7 +320,8 @@ def solve_ode(problem, optimizer, checkpoints, *, rtol: float = 1e-5, atol: floa
 
 def solve_ode_sweep(problem, make_optimizer, values, checkpoints, *, rtol: float = 1e-5,
                     atol: float = 1e-30, max_steps: int = 100_000, exact_steps: int = 1024,
-                    label: str | None = None, **options) -> Curve:
+                    label: str | None = None, chunk: int | str | None = None,
+                    **options) -> Curve:
     """`solve_ode(problem, make_optimizer(v), checkpoints)` for every `v` in `values`
     (leading axis), as one vmapped, compiled solve.
 
@@ -329,7 +330,15 @@ def solve_ode_sweep(problem, make_optimizer, values, checkpoints, *, rtol: float
     structure (its type, static fields and array shapes). A new value, a new factory
     of the same optimizer, a new horizon or a new problem of the same shape (another
     noise scale, spectrum or label) reuses it. No stability check (the values are
-    traced): read `curve.status` per element.
+    traced): read `curve.status` per element. `chunk`: solve the values in slices of
+    this many (the last one padded with the first value), so that one compiled
+    program of that width serves every number of values; `"auto"`: 8 on CPU, 256 on
+    an accelerator. On CPU a vmapped adaptive solve costs about the width times one
+    solve, and every lane waits for the slowest one, so narrow chunks of neighbouring
+    values (similar step counts) are fastest: 64 SGD step sizes on `PowerLaw(256)`
+    take 0.76 s in chunks of 8 and 2.8 s in chunks of 64 (warm). Problems whose
+    per-step cost is mostly shared scalar work gain from width (clipped SGD on
+    `Flat(400)`, 160 values: 2.8 s at 8, 1.5 s at 160).
 
     **Returns:** a `Curve` whose arrays have a leading sweep axis (JAX arrays).
     """
@@ -341,15 +350,29 @@ def solve_ode_sweep(problem, make_optimizer, values, checkpoints, *, rtol: float
         check_optimizer(opt)
         return _leaf_theory(opt, problem, options)
 
+    n_vals = jax.tree.leaves(values)[0].shape[0]
     theories = eqx.filter_vmap(build)(values)
-    risk, lr, obs, code, _ = _integrate_sweep(
-        theories, ks, jnp.asarray(rtol, jnp.float64), jnp.asarray(atol, jnp.float64),
-        int(max_steps), int(exact_steps))
+    arrays, static = eqx.partition(theories, eqx.is_array)
+    if chunk == "auto":
+        chunk = _sweep_width()
+    width = n_vals if chunk is None else int(chunk)
+    size = -(-n_vals // width) * width
+    arrays = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], size - n_vals, 0)]),
+                          arrays)
+    tols = jnp.asarray(rtol, jnp.float64), jnp.asarray(atol, jnp.float64)
+    parts = [_integrate_sweep(eqx.combine(jax.tree.map(lambda a: a[i:i + width], arrays),
+                                          static), ks, *tols, int(max_steps), int(exact_steps))
+             for i in range(0, size, width)]
+    risk, lr, obs, code, _ = jax.tree.map(lambda *a: jnp.concatenate(a)[:n_vals], *parts)
     name = type(make_optimizer(jax.tree.map(lambda v: v[0], values))).name
     meta = {"problem": getattr(problem, "label", type(problem).__name__), "d": problem.d,
             "optimizer": name}
     return Curve(k=ks, risk=risk, kind="ode", label=label or f"{name} ODE", lr=lr,
                  extras=obs, code=code, noise_variance=_noise_var(problem), meta=meta)
+
+
+def _sweep_width():
+    return 8 if jax.default_backend() == "cpu" else 256
 
 
 @eqx.filter_jit

@@ -45,35 +45,17 @@ def sweep(problem, make_optimizer: Callable, values, checkpoints, **solve_option
     if len(sizes) != 1 or min(sizes) < 1:
         raise ValueError(f"`values` must be arrays with one common leading (sweep) axis "
                          f"of length >= 1, got leading sizes {sorted(sizes)}")
-    n_vals = sizes.pop()
-    chunk = _chunk()
-    size = -(-n_vals // chunk) * chunk
-    vals = jax.tree.map(lambda v: jnp.concatenate([v, jnp.repeat(v[:1], size - n_vals, 0)]),
-                        vals)
     # the theories are built outside the compiled program (vmapped over the values), so
     # its cache key is their structure: never the identity of `make_optimizer` or of
     # the problem (a new noise scale of the same shape does not recompile either); the
-    # values run in chunks of one fixed size, so every grid size reuses one program
-    n, pk = ks.shape[0], padded_checkpoints(ks)
-    parts = [as_numpy(solve_ode_sweep(problem, make_optimizer,
-                                      jax.tree.map(lambda v: v[i:i + chunk], vals), pk,
-                                      **solve_options))
-             for i in range(0, size, chunk)]
-    c = parts[0]
-    cat = lambda get: np.concatenate([get(q) for q in parts])[:n_vals, ..., :n]  # noqa: E731
-    return Curve(k=ks, risk=cat(lambda q: q.risk), kind=c.kind, label=c.label,
-                 lr=cat(lambda q: q.lr),
-                 extras={k: cat(lambda q, k=k: q.extras[k]) for k in c.extras},
-                 code=np.concatenate([q.code for q in parts])[:n_vals],
+    # values run in chunks of one fixed width, so every grid size reuses one program
+    n = ks.shape[0]
+    c = as_numpy(solve_ode_sweep(problem, make_optimizer, vals, padded_checkpoints(ks),
+                                 chunk="auto", **solve_options))
+    cut = lambda a: a[:, ..., :n]  # noqa: E731 — drop the padding checkpoints
+    return Curve(k=ks, risk=cut(c.risk), kind=c.kind, label=c.label, lr=cut(c.lr),
+                 extras={k: cut(v) for k, v in c.extras.items()}, code=c.code,
                  noise_variance=c.noise_variance, meta=c.meta)
-
-
-def _chunk() -> int:
-    """Values per compiled sweep call: 32 on CPU (where the time is linear in the number
-    of values, so a larger program gains nothing), 256 on an accelerator. One size
-    for every grid, so a study compiles each theory structure once; a compile costs
-    seconds."""
-    return 32 if jax.default_backend() == "cpu" else 256
 
 
 def envelope(risks, grid):
