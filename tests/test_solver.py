@@ -202,3 +202,33 @@ def test_noiseless_tail_to_1e9_iterations_with_defaults():
     assert sols[0].result == diffrax.RESULTS.successful
     assert sols[1].result == diffrax.RESULTS.max_steps_reached, \
         "negative control: plain ETD2 should not reach k = 1e7 in 25 000 steps"
+
+
+def test_ratio_observable_holds_below_atol_and_risk_does_not_collapse():
+    """Noiseless line search on a two-level spectrum (1 and 1/2, d = 2000, B = 4): the
+    oracle step `ΔᵀK²Δ / ((1 + 1/B)ΔᵀK³Δ + …)` is scale-free, so it must hold its limit
+    while the risk decays exponentially through `atol` = 1e-30 to 1e-264. The solver
+    integrates the state as `e^l u` (`ETD2(rescale=True)`), so neither the step nor the
+    risk depends on how small the state is. Negative control: the same ETD2 on the
+    state itself (no rescaling) loses the risk below `atol` (exactly 0 at P ≈ 1e-51)
+    and the step with it (reads 0)."""
+    p = rc.TwoLevel(2000, 1.0, 0.5, 0.5)
+    ks = rc.checkpoints(4e5, 30)
+    c = rc.solve_ode(p, rc.LineSearch(batch=4), ks, topmodes=0)
+    assert c.status == "ok", c.message
+    tail = ks >= 2e4
+    assert np.all(c.risk[tail] > 0) and c.risk[-1] < 1e-250
+    lim = c.lr[np.searchsorted(ks, 2e4)]
+    assert np.max(np.abs(c.lr[tail] / lim - 1)) < 1e-6, c.lr[tail]
+    rate = -np.diff(np.log(c.risk[tail])) / np.diff(ks[tail])  # one exponential: constant
+    assert np.max(np.abs(rate[2:] / rate[-1] - 1)) < 5e-3, rate
+    th = rc.odes.theory_for(rc.LineSearch(batch=4), p, topmodes=0)
+    ts = jnp.asarray(ks, jnp.float64)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(th.vector_field), ETD2(th.damping, th.risk), 0.0, ts[-1], None,
+        th.init_state(), saveat=diffrax.SaveAt(ts=ts, fn=lambda t, y, a: (th.risk(y),
+                                                                         th.lr(t, y))),
+        stepsize_controller=diffrax.PIDController(rtol=1e-5, atol=1e-30),
+        max_steps=100_000, throw=False)
+    risk0, lr0 = (np.asarray(x) for x in sol.ys)
+    assert np.any(risk0[tail] == 0) and np.any(lr0[tail] == 0), "negative control"

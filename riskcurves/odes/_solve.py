@@ -39,6 +39,55 @@ _BLOWUP = 1e30
 _OK, _DIVERGED, _MAX_STEPS, _FAILED, _FIXED_POINT, _NONFINITE = range(6)
 
 
+_FLOOR = -200.0  # log-scale below which the rescaled state is evaluated shifted
+
+
+class _Rescaled(eqx.Module):
+    """`theory` on the state `(u, l)`, `y = e^l ⊙ u` (one log-scale `l` per leaf).
+
+    `ETD2(rescale=True)` moves each step's exponential decay into `l`, so `u` keeps
+    its scale and the relative error control holds however small the risk gets. The
+    theory is evaluated at `y_eval = e^{l − s} u` with `s = min(0, max l − _FLOOR)`:
+    `y` itself unless `y` would underflow (risk below ~1e-87), and then the same
+    state scaled up, where scale-free quantities (the line-search step, the decay
+    rates of a noiseless problem) keep their values; `risk = e^s P(y_eval)`."""
+
+    theory: AbstractTheory
+
+    def state(self, y):
+        return y, jax.tree.map(lambda x: jnp.zeros((), jnp.float64), y)
+
+    def evaluated(self, s):
+        u, l = s
+        shift = jnp.minimum(0.0, jnp.max(jnp.stack(jax.tree.leaves(l))) - _FLOOR)
+        return jax.tree.map(lambda ui, li: jnp.exp(li - shift) * ui, u, l), shift
+
+    def _to_u(self, f, l, shift):
+        return jax.tree.map(lambda fi, li: jnp.exp(shift - li) * fi, f, l)
+
+    def vector_field(self, k, s, args):
+        y, shift = self.evaluated(s)
+        return (self._to_u(self.theory.vector_field(k, y, args), s[1], shift),
+                jax.tree.map(jnp.zeros_like, s[1]))
+
+    def damping(self, k, s, args):
+        return (self.theory.damping(k, self.evaluated(s)[0], args),
+                jax.tree.map(jnp.zeros_like, s[1]))
+
+    def field_and_damping(self, k, s, args):
+        y, shift = self.evaluated(s)
+        f, a = self.theory.field_and_damping(k, y, args)
+        zero = jax.tree.map(jnp.zeros_like, s[1])
+        return (self._to_u(f, s[1], shift), zero), (a, zero)
+
+    def scale_free_risk(self, s):  # for the integrating factor's ρ = −(dP/dk)/P
+        return self.theory.risk(self.evaluated(s)[0])
+
+    def risk(self, s):
+        y, shift = self.evaluated(s)
+        return jnp.exp(shift) * self.theory.risk(y)
+
+
 def _finite_tree(y):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(y)]))
 
@@ -104,12 +153,19 @@ def integrate(theory, ts, rtol, atol, *, max_steps: int, exact_steps: int = 0,
     ts_ode = jnp.clip(ts, t0, t1)
     controller = diffrax.ClipStepSizeController(
         diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts_ode)
-    event = diffrax.Event(lambda t, y, args, **kw: jnp.abs(theory.risk(y)) > blowup)
+    sc = _Rescaled(theory)
+
+    def save_scaled(t, s, args=None):
+        y, shift = sc.evaluated(s)
+        return (jnp.exp(shift) * jnp.asarray(theory.risk(y), jnp.float64),) + save(t, y)[1:]
+
+    event = diffrax.Event(lambda t, s, args, **kw: jnp.abs(sc.risk(s)) > blowup)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(theory.vector_field), ETD2(theory.damping, theory.risk,
-                                                            theory.field_and_damping), t0=t0,
-        t1=t1, dt0=None,
-        y0=y_start, saveat=diffrax.SaveAt(ts=ts_ode, fn=save), stepsize_controller=controller,
+        diffrax.ODETerm(sc.vector_field),
+        ETD2(sc.damping, sc.scale_free_risk, sc.field_and_damping, rescale=True,
+             tols=(rtol, atol)),
+        t0=t0, t1=t1, dt0=None, y0=sc.state(y_start),
+        saveat=diffrax.SaveAt(ts=ts_ode, fn=save_scaled), stepsize_controller=controller,
         max_steps=max_steps, throw=False, progress_meter=meter, event=event)
     out = sol.ys
     if n_ex > 0:

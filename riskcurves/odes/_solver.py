@@ -38,6 +38,11 @@ the corrector and `y = e^{−ρh} z`. It is the same second-order method (an exa
 change of variables per step; `ρ = 0` is the scheme above), exact when the
 coupling decays like `e^{−ρk}`, so the tail takes a few steps per checkpoint.
 
+Below `atol` (`rescale=True`, the default of `odes.integrate`): the state is kept
+as `y = e^l ⊙ u`, each step moving the decay `ρh` into the log-scale `l`, so the
+state's shape survives far below `atol` and below the smallest float64
+(docs/theory/solver.md, "Below atol").
+
 Error estimate: the correction `y1 − y_pred` (first vs second order), filtered by
 `(I + hA)⁻¹` (Shampine's filter with the frozen Jacobian `−A`: stiff components
 that track a moving equilibrium are not penalised for the equilibrium's motion,
@@ -133,11 +138,23 @@ class ETD2(diffrax.AbstractAdaptiveSolver):
       (module docstring).
     - `field_and_damping`: `(k, y, args) -> (field, A)` (optional): both at the step
       start from one evaluation (else the term's field and `damping` separately).
+    - `rescale`: the state is `(u, l)` with `y = e^l ⊙ u` per leaf (`l` one scalar per
+      leaf of `u`; field, damping and `risk` are those of the rescaled theory, with a
+      zero `l` part). Each step then moves the integrating factor's decay `ρh` into
+      `l` instead of into `u`, so `u` keeps its scale and the error control stays
+      relative however far the risk decays (module docstring). With `tols =
+      (rtol, atol)` (the controller's), the error is reported so that the controller
+      applies `atol` to `y` itself, as without rescaling: `err_u (atol + rtol|u|) /
+      (atol e^{−l} + rtol|u|)`. The step sizes are then those of the plain scheme,
+      while the representation keeps the state's shape in floating point below
+      `atol` (and below the smallest float).
     """
 
     damping: Callable
     risk: Callable | None = None
     field_and_damping: Callable | None = None
+    rescale: bool = False
+    tols: tuple | None = None  # (rtol, atol) of the controller, used with `rescale`
     term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar = diffrax.LocalLinearInterpolation
 
@@ -157,8 +174,12 @@ class ETD2(diffrax.AbstractAdaptiveSolver):
             f0, A = terms.vf(t0, y0, args), self.damping(t0, y0, args)
         else:
             f0, A = self.field_and_damping(t0, y0, args)
-        treedef = jax.tree.structure(y0)
-        y0l, f0l, Al = (treedef.flatten_up_to(t) for t in (y0, f0, A))
+        if self.rescale:
+            (u0, l0), (f0u, _), (Au, _) = y0, f0, A
+        else:
+            u0, f0u, Au, l0 = y0, f0, A, None
+        treedef = jax.tree.structure(u0)
+        y0l, f0l, Al = (treedef.flatten_up_to(t) for t in (u0, f0u, Au))
         rhos = self._tail_rates(y0, f0, y0l, Al, h)
         shifted = [a - r if r is not None else a for a, r in zip(Al, rhos)]
 
@@ -175,12 +196,32 @@ class ETD2(diffrax.AbstractAdaptiveSolver):
         rl = [jnp.zeros((), y0l[0].dtype) if r is None else r for r in rhos]
         decay, grow = [jnp.exp(-r * h) for r in rl], [jnp.exp(r * h) for r in rl]
         zpl = [y + op[0](f + r * y) for y, op, f, r in zip(y0l, ops, f0l, rl)]
-        f1l = treedef.flatten_up_to(
-            terms.vf(t1, treedef.unflatten([e * z for e, z in zip(decay, zpl)]), args))
-        corr = [op[1](g * fb - fa + _apply(a, zp - y))
-                for op, a, g, fa, fb, zp, y in zip(ops, Al, grow, f0l, f1l, zpl, y0l)]
-        y1 = treedef.unflatten([e * (zp + c) for e, zp, c in zip(decay, zpl, corr)])
-        err = treedef.unflatten([e * op[2](c) for e, op, c in zip(decay, ops, corr)])
+        if self.rescale:
+            # the predicted state as `(z_pred, l0 − ρh)`: its `u` field is `e^{ρh} f`
+            # in the units of `l0`, i.e. already the `g ⊙ f_b` of the corrector
+            l_pred = treedef.unflatten([lv - r * h for lv, r in
+                                        zip(treedef.flatten_up_to(l0), rl)])
+            f1u, _ = terms.vf(t1, (treedef.unflatten(zpl), l_pred), args)
+            gfb = treedef.flatten_up_to(f1u)
+        else:
+            f1l = treedef.flatten_up_to(
+                terms.vf(t1, treedef.unflatten([e * z for e, z in zip(decay, zpl)]), args))
+            gfb = [g * fb for g, fb in zip(grow, f1l)]
+        corr = [op[1](gf - fa + _apply(a, zp - y))
+                for op, a, gf, fa, zp, y in zip(ops, Al, gfb, f0l, zpl, y0l)]
+        if self.rescale:
+            u1l = [zp + c for zp, c in zip(zpl, corr)]
+            errl = [op[2](c) for op, c in zip(ops, corr)]
+            if self.tols is not None:
+                rtol, atol = self.tols
+                ll = treedef.flatten_up_to(l_pred)
+                errl = [e * (atol + rtol * jnp.abs(u)) / (atol * jnp.exp(-lv) + rtol * jnp.abs(u))
+                        for e, u, lv in zip(errl, u1l, ll)]
+            y1 = (treedef.unflatten(u1l), l_pred)
+            err = (treedef.unflatten(errl), jax.tree.map(jnp.zeros_like, l0))
+        else:
+            y1 = treedef.unflatten([e * (zp + c) for e, zp, c in zip(decay, zpl, corr)])
+            err = treedef.unflatten([e * op[2](c) for e, op, c in zip(decay, ops, corr)])
         dense_info = dict(y0=y0, y1=y1)
         return y1, err, dense_info, None, diffrax.RESULTS.successful
 
@@ -189,7 +230,7 @@ class ETD2(diffrax.AbstractAdaptiveSolver):
         `ρh ≤ 300`; `None` (no shift) for block leaves or without `risk`."""
         if self.risk is None:
             return [None] * len(Al)
-        P0, dP = jax.jvp(self.risk, (y0,), (f0,))
+        P0, dP = jax.jvp(self.risk, (y0,), (f0,))  # the full state (rescale: (u, l))
         ok = (P0 > 0) & jnp.isfinite(dP)
         rho = jnp.where(ok, -dP / jnp.where(ok, P0, 1.0), 0.0)
         rho = jnp.minimum(jnp.maximum(rho, 0.0), 300.0 / h)
