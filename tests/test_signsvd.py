@@ -247,7 +247,9 @@ def test_cli_phase_diagram(tmp_path):
 
     rc_ = main(["phase-diagram", "--d", "100", "--batch", "16", "--steps", "200", "--n-lr", "5",
                 "--n-alpha", "2", "--n-beta", "2", "--out", str(tmp_path)])
-    assert rc_ == 0 and (tmp_path / "phase_diagram.png").exists()
+    assert rc_ == 0
+    pngs = list(tmp_path.glob("phase_diagram_d100_B16_*.png"))  # names encode the settings
+    assert len(pngs) == 1 and pngs[0].with_suffix(".json").exists(), list(tmp_path.iterdir())
 
 
 # ---- isotropic K: SignSGD and SignSVD are one ODE up to (η, k) constants ------------

@@ -56,7 +56,7 @@ def _sim_cache():
 @pytest.mark.parametrize("name", sorted(_ALL))
 def test_ode_compiles_once_for_three_lrs_and_two_horizons(name):
     make, prob = _ALL[name], _problem_for(name, 64)
-    lrs = (0.05, 0.1, 0.2)
+    lrs = (0.05,) if name == "line_search" else (0.05, 0.1, 0.2)  # line search: no lr
     rc.solve_ode(prob, make(lrs[0]), rc.checkpoints(200, 20))
     size = _ode_cache()
     for lr in lrs:
