@@ -208,7 +208,7 @@ def test_ratio_observable_holds_below_atol_and_risk_does_not_collapse():
     """Noiseless line search on a two-level spectrum (1 and 1/2, d = 2000, B = 4): the
     oracle step `ΔᵀK²Δ / ((1 + 1/B)ΔᵀK³Δ + …)` is scale-free, so it must hold its limit
     while the risk decays exponentially through `atol` = 1e-30 to 1e-264. The solver
-    integrates the state as `e^l u` (`ETD2(rescale=True)`), so neither the step nor the
+    integrates the state as `e^l u` (`ETD2(rescale=(rtol, atol))`), so neither the step nor the
     risk depends on how small the state is. Negative control: the same ETD2 on the
     state itself (no rescaling) loses the risk below `atol` (exactly 0 at P ≈ 1e-51)
     and the step with it (reads 0)."""

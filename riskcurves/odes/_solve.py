@@ -45,7 +45,7 @@ _FLOOR = -200.0  # log-scale below which the rescaled state is evaluated shifted
 class _Rescaled(eqx.Module):
     """`theory` on the state `(u, l)`, `y = e^l ⊙ u` (one log-scale `l` per leaf).
 
-    `ETD2(rescale=True)` moves each step's exponential decay into `l`, so `u` keeps
+    `ETD2(rescale=(rtol, atol))` moves each step's exponential decay into `l`, so `u` keeps
     its scale and the relative error control holds however small the risk gets. The
     theory is evaluated at `y_eval = e^{l − s} u` with `s = min(0, max l − _FLOOR)`:
     `y` itself unless `y` would underflow (risk below ~1e-87), and then the same
@@ -162,8 +162,7 @@ def integrate(theory, ts, rtol, atol, *, max_steps: int, exact_steps: int = 0,
     event = diffrax.Event(lambda t, s, args, **kw: jnp.abs(sc.risk(s)) > blowup)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(sc.vector_field),
-        ETD2(sc.damping, sc.scale_free_risk, sc.field_and_damping, rescale=True,
-             tols=(rtol, atol)),
+        ETD2(sc.damping, sc.scale_free_risk, sc.field_and_damping, rescale=(rtol, atol)),
         t0=t0, t1=t1, dt0=None, y0=sc.state(y_start),
         saveat=diffrax.SaveAt(ts=ts_ode, fn=save_scaled), stepsize_controller=controller,
         max_steps=max_steps, throw=False, progress_meter=meter, event=event)

@@ -38,7 +38,7 @@ the corrector and `y = e^{−ρh} z`. It is the same second-order method (an exa
 change of variables per step; `ρ = 0` is the scheme above), exact when the
 coupling decays like `e^{−ρk}`, so the tail takes a few steps per checkpoint.
 
-Below `atol` (`rescale=True`, the default of `odes.integrate`): the state is kept
+Below `atol` (`rescale=(rtol, atol)`, as `odes.integrate` runs it): the state is kept
 as `y = e^l ⊙ u`, each step moving the decay `ρh` into the log-scale `l`, so the
 state's shape survives far below `atol` and below the smallest float64
 (docs/theory/solver.md, "Below atol").
@@ -138,12 +138,11 @@ class ETD2(diffrax.AbstractAdaptiveSolver):
       (module docstring).
     - `field_and_damping`: `(k, y, args) -> (field, A)` (optional): both at the step
       start from one evaluation (else the term's field and `damping` separately).
-    - `rescale`: the state is `(u, l)` with `y = e^l ⊙ u` per leaf (`l` one scalar per
-      leaf of `u`; field, damping and `risk` are those of the rescaled theory, with a
-      zero `l` part). Each step then moves the integrating factor's decay `ρh` into
-      `l` instead of into `u`, so `u` keeps its scale and the error control stays
-      relative however far the risk decays (module docstring). With `tols =
-      (rtol, atol)` (the controller's), the error is reported so that the controller
+    - `rescale`: `None`, or the controller's `(rtol, atol)`: then the state is `(u, l)`
+      with `y = e^l ⊙ u` per leaf (`l` one scalar per leaf of `u`; field, damping and
+      `risk` are those of the rescaled theory, with a zero `l` part). Each step moves
+      the integrating factor's decay `ρh` into `l` instead of into `u`, so `u` keeps
+      its scale (module docstring). The error is reported so that the controller
       applies `atol` to `y` itself, as without rescaling: `err_u (atol + rtol|u|) /
       (atol e^{−l} + rtol|u|)`. The step sizes are then those of the plain scheme,
       while the representation keeps the state's shape in floating point below
@@ -153,8 +152,7 @@ class ETD2(diffrax.AbstractAdaptiveSolver):
     damping: Callable
     risk: Callable | None = None
     field_and_damping: Callable | None = None
-    rescale: bool = False
-    tols: tuple | None = None  # (rtol, atol) of the controller, used with `rescale`
+    rescale: tuple | None = None  # (rtol, atol) of the controller: state (u, l)
     term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar = diffrax.LocalLinearInterpolation
 
@@ -174,7 +172,7 @@ class ETD2(diffrax.AbstractAdaptiveSolver):
             f0, A = terms.vf(t0, y0, args), self.damping(t0, y0, args)
         else:
             f0, A = self.field_and_damping(t0, y0, args)
-        if self.rescale:
+        if self.rescale is not None:
             (u0, l0), (f0u, _), (Au, _) = y0, f0, A
         else:
             u0, f0u, Au, l0 = y0, f0, A, None
@@ -196,7 +194,7 @@ class ETD2(diffrax.AbstractAdaptiveSolver):
         rl = [jnp.zeros((), y0l[0].dtype) if r is None else r for r in rhos]
         decay, grow = [jnp.exp(-r * h) for r in rl], [jnp.exp(r * h) for r in rl]
         zpl = [y + op[0](f + r * y) for y, op, f, r in zip(y0l, ops, f0l, rl)]
-        if self.rescale:
+        if self.rescale is not None:
             # the predicted state as `(z_pred, l0 − ρh)`: its `u` field is `e^{ρh} f`
             # in the units of `l0`, i.e. already the `g ⊙ f_b` of the corrector
             l_pred = treedef.unflatten([lv - r * h for lv, r in
@@ -209,14 +207,12 @@ class ETD2(diffrax.AbstractAdaptiveSolver):
             gfb = [g * fb for g, fb in zip(grow, f1l)]
         corr = [op[1](gf - fa + _apply(a, zp - y))
                 for op, a, gf, fa, zp, y in zip(ops, Al, gfb, f0l, zpl, y0l)]
-        if self.rescale:
+        if self.rescale is not None:
+            rtol, atol = self.rescale
             u1l = [zp + c for zp, c in zip(zpl, corr)]
-            errl = [op[2](c) for op, c in zip(ops, corr)]
-            if self.tols is not None:
-                rtol, atol = self.tols
-                ll = treedef.flatten_up_to(l_pred)
-                errl = [e * (atol + rtol * jnp.abs(u)) / (atol * jnp.exp(-lv) + rtol * jnp.abs(u))
-                        for e, u, lv in zip(errl, u1l, ll)]
+            errl = [op[2](c) * (atol + rtol * jnp.abs(u))
+                    / (atol * jnp.exp(-lv) + rtol * jnp.abs(u))
+                    for op, c, u, lv in zip(ops, corr, u1l, treedef.flatten_up_to(l_pred))]
             y1 = (treedef.unflatten(u1l), l_pred)
             err = (treedef.unflatten(errl), jax.tree.map(jnp.zeros_like, l0))
         else:
