@@ -56,6 +56,7 @@ from ._topmodes import (
     check_top_mode_options,
     hybrid_fields,
     mean_field_arrays,
+    normal,
 )
 
 __all__ = ["ClippedSGDTheory", "ClippedSGDTopModes"]
@@ -135,14 +136,14 @@ class ClippedSGDTopModes(AbstractTopModeTheory):
         n, m = Y.shape
         eta, c = self._eta(k), self.opt.clip
         kx, kz, ke = jax.random.split(key, 3)
-        x = jax.random.normal(kx, (n, m), jnp.float64) * jnp.sqrt(self.lam_t)
+        x = normal(kx, (n, m)) * jnp.sqrt(self.lam_t)
         norm = jnp.sqrt(jnp.sum(x**2, -1) + jnp.sum(self.w_b * self.lam_b))
         cx = c / norm
         a = jnp.sum(x * Y, -1)
         # conditional on (y, x_top, the noise component v): r = a + u, u ~ N(0, 2P_bulk + v)
         t2 = self.residual_variance(ke, (n,), D)
         p_in, clamp, nu, g = _shifted_clip_moments(a, t2, cx)
-        r = a + jax.random.normal(kz, (n,), jnp.float64) * jnp.sqrt(t2)
+        r = a + normal(kz, (n,)) * jnp.sqrt(t2)
         Yn = Y - eta * x * jnp.clip(r, -cx, cx)[:, None]
         # E[y_i'² | y, x] = (y_i − η x_i E[clamp])² + η² x_i² Var(clamp), Var = ν − E[clamp]²
         m_i = Y - eta * x * clamp[:, None]

@@ -43,8 +43,10 @@ from ._topmodes import (
     DEFAULT_PARTICLES,
     AbstractTopModeTheory,
     check_top_mode_options,
+    draw_top_gradient,
     hybrid_fields,
     mean_field_arrays,
+    normal,
 )
 
 __all__ = ["LineSearchTheory", "LineSearchTopModes", "line_search_step"]
@@ -102,26 +104,12 @@ class LineSearchTopModes(AbstractTopModeTheory):
         return jnp.where(den > 0, s2 / jnp.where(den > 0, den, 1.0), 0.0), two_p
 
     def _top_gradient(self, key, Y, D):
-        """Exact draw of `g_top = (1/B) Σ_b x_b,top r_b` given each particle, with
-        `m + 2B` normals instead of `(m + 1)B`: split `x_b = Λy a_b/s + x_b⊥`,
-        `a_b = x_bᵀy ~ N(0, s)`, `s = yᵀΛy`, `x_b⊥ ~ N(0, Λ − ΛyyᵀΛ/s)` independent of
-        `a_b`; then `g = Λy (Σ_b a_b r_b)/(B s) + (√(Σ_b r_b²)/B) ξ⊥` with one
-        `ξ⊥ ~ N(0, Λ − ΛyyᵀΛ/s)` and `r_b = a_b + z_b − ε_b`."""
-        n, m = Y.shape
-        B = self.n_batch
-        ka, kz, ke, kx = jax.random.split(key, 4)
-        lt = self.lam_t
-        ly = lt * Y
-        s = jnp.sum(ly * Y, -1)
-        ok = s > 0
-        s_safe = jnp.where(ok, s, 1.0)
-        a = jax.random.normal(ka, (n, B), jnp.float64) * jnp.sqrt(s)[:, None]
-        t2 = self.residual_variance(ke, (n, B), D)  # z − ε ~ N(0, 2P_bulk + v)
-        r = a + jax.random.normal(kz, (n, B), jnp.float64) * jnp.sqrt(t2)
-        w = jax.random.normal(kx, (n, m), jnp.float64) * jnp.sqrt(lt)
-        xi = w - jnp.where(ok, jnp.sum(Y * w, -1) / s_safe, 0.0)[:, None] * ly
-        par = jnp.where(ok, jnp.sum(a * r, -1) / (B * s_safe), 0.0)
-        return par[:, None] * ly + (jnp.sqrt(jnp.sum(r**2, -1)) / B)[:, None] * xi
+        """Exact draw of `g_top` (`_topmodes.draw_top_gradient`), the rest of the
+        residual `z_b − ε_b ~ N(0, 2P_bulk + v)`."""
+        kz, ke, kg = jax.random.split(key, 3)
+        t2 = self.residual_variance(ke, (Y.shape[0], self.n_batch), D)
+        rest = normal(kz, t2.shape) * jnp.sqrt(t2)
+        return draw_top_gradient(kg, Y, self.lam_t, rest)[0]
 
     def _particle_step(self, key, k, Y, D):
         eta, two_p = self._eta(Y, D)

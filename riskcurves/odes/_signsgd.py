@@ -54,6 +54,7 @@ from ._topmodes import (
     check_top_mode_options,
     hybrid_fields,
     mean_field_arrays,
+    normal,
 )
 
 __all__ = ["SignSGDDiagonalTheory", "SignSGDGeneralTheory", "SignSGDTopModes"]
@@ -134,9 +135,9 @@ class SignSGDTopModes(AbstractTopModeTheory):
         n, m = Y.shape
         eta = self._eta(k)
         kx, ku, kv = jax.random.split(key, 3)
-        x = jax.random.normal(kx, (n, m), jnp.float64) * jnp.sqrt(self.lam_t)
+        x = normal(kx, (n, m)) * jnp.sqrt(self.lam_t)
         t2 = self.residual_variance(kv, (n,), D)  # 2P_bulk + v
-        r = jnp.sum(x * Y, -1) + jax.random.normal(ku, (n,), jnp.float64) * jnp.sqrt(t2)
+        r = jnp.sum(x * Y, -1) + normal(ku, (n,)) * jnp.sqrt(t2)
         Yn = Y - eta * jnp.sign(x * r[:, None])
         S = jnp.maximum(jnp.sum(self.lam_t * Y**2, -1) + t2, 1e-300)  # 2P^(n) + v
         # E[sign(x_i r) | y, v] = (2/π) arcsin(√λ_i y_i / √S) (exact: Gaussian given v)

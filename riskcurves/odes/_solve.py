@@ -319,6 +319,14 @@ def solve_ode(problem, optimizer, checkpoints, *, rtol: float = 1e-5, atol: floa
                                            max_steps=max_steps, exact_steps=exact_steps,
                                            progress=progress)
         code = info["code"]
+    elif type(theory).recursion is not AbstractTheory.recursion:
+        # a discrete map inside a transformation (vmap/grad over a top-mode hybrid)
+        n = ks.shape[0]
+        ts = padded_checkpoints(ks) if is_concrete(ks) else ks
+        risk, lr, obs, code = theory.traced_recursion(
+            jnp.asarray(ts, jnp.float64), jnp.asarray(rtol, jnp.float64),
+            jnp.asarray(atol, jnp.float64), max_steps=int(max_steps))
+        risk, lr, obs = risk[:n], lr[:n], {k: v[:n] for k, v in obs.items()}
     else:
         meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
         integ = integrate if not concrete else _integrate_jit
