@@ -60,7 +60,7 @@ def test_ode_compiles_once_for_three_lrs_and_two_horizons(name):
     rc.solve_ode(prob, make(lrs[0]), rc.checkpoints(200, 20))
     size = _ode_cache()
     for lr in lrs:
-        for horizon in (200, 1500):  # 1500 > exact_steps: the ODE path too
+        for horizon in (200, 1500):  # 1500 > 1024 exact steps: the ODE path (momentum: 65 536)
             c = rc.solve_ode(prob, make(lr), rc.checkpoints(horizon, 20))
             assert c.ok, c.message
     assert _ode_cache() == size, f"{name}: the ODE recompiled ({size} -> {_ode_cache()})"

@@ -40,6 +40,8 @@ class AbstractTheory(eqx.Module):
     """
 
     discrete_start: ClassVar[bool] = False
+    # iterations of the exact map before the ODE when `exact_steps` is not given
+    default_exact_steps: ClassVar[int] = 1024
     residual_tol: ClassVar[float] = 1e-6
 
     def init_state(self):
