@@ -133,6 +133,17 @@ def test_random_normaliser_exact_from_the_first_iteration():
     assert e_new < tol < e_mf, msg
 
 
+def test_particle_map_in_a_sweep_equals_one_by_one():
+    """`solve_ode_sweep` (what `rc.studies.sweep` runs) dispatches a top-mode map to its
+    map, not to the ODE integrator (which a discrete map does not have)."""
+    prob, ks = rc.PowerLaw(100, 1.5, 0.5, rc.Gaussian(0.1)), rc.checkpoints(300, 10)
+    c = rc.odes.solve_ode_sweep(prob, lambda lr: rc.AdaGradNorm(lr, 1.0, 4),
+                                jnp.array([0.2, 0.5]), ks, chunk=2)
+    assert list(c.status) == ["ok", "ok"]
+    one = rc.solve_ode(prob, rc.AdaGradNorm(0.5, 1.0, 4), ks).risk
+    assert np.max(np.abs(np.asarray(c.risk[1]) / one - 1)) < 1e-12
+
+
 # ---- limits and phases (ODE vs closed forms) -------------------------------------------
 def test_noiseless_lr_limit():
     """η_k → η∞ = η/b∞ (fixed point in theory/_adagrad.py); error O(1/d), shrinking."""

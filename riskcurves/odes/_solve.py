@@ -433,8 +433,13 @@ def solve_ode_sweep(problem, make_optimizer, values, checkpoints, *, rtol: float
     arrays = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], size - n_vals, 0)]),
                           arrays)
     tols = jnp.asarray(rtol, jnp.float64), jnp.asarray(atol, jnp.float64)
+    # a top-mode map compiles its mean-field continuation only if a checkpoint needs it
+    handover = getattr(type(theories), "handover", 0)
+    with_ode = (not is_concrete(checkpoints)
+                or bool(np.max(np.asarray(checkpoints)) > handover))
     parts = [_integrate_sweep(eqx.combine(jax.tree.map(lambda a: a[i:i + width], arrays),
-                                          static), ks, *tols, int(max_steps), int(exact_steps))
+                                          static), ks, *tols, int(max_steps), int(exact_steps),
+                               with_ode)
              for i in range(0, size, width)]
     risk, lr, obs, code, _ = jax.tree.map(lambda *a: jnp.concatenate(a)[:n_vals], *parts)
     name = type(make_optimizer(jax.tree.map(lambda v: v[0], values))).name
@@ -449,8 +454,12 @@ def _sweep_width():
 
 
 @eqx.filter_jit
-def _integrate_sweep(theories, ts, rtol, atol, max_steps, exact_steps):
+def _integrate_sweep(theories, ts, rtol, atol, max_steps, exact_steps, with_ode):
     def one(theory):
+        if type(theory).recursion is not AbstractTheory.recursion:  # a top-mode map
+            risk, lr, obs, code = theory.traced_recursion(ts, rtol, atol, max_steps=max_steps,
+                                                          with_ode=with_ode)
+            return risk, lr, obs, code, jnp.zeros((), jnp.int32)
         return integrate(theory, ts, rtol, atol, max_steps=max_steps, exact_steps=exact_steps)
     return eqx.filter_vmap(one)(theories)
 
