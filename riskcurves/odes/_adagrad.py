@@ -49,6 +49,11 @@ __all__ = ["AdaGradNormTheory", "AdaGradNormParticles", "expected_sq_grad_norm"]
 PARTICLES = 1024  # the particle map's default ensemble (×4 in the first 64 iterations)
 
 
+def _base_lr(schedule, k):
+    """`η(k)` of a constant step or a schedule (both AdaGrad-Norm theories)."""
+    return jnp.asarray(schedule(k) if callable(schedule) else schedule, jnp.float64)
+
+
 def expected_sq_grad_norm(lam, weights, D, sigma2, batch):
     """`E‖g‖² = (1 + 1/B) Σ w λ² D + (Σ w λ)(2P + σ²)/B` (exact for Gaussian data)."""
     two_p = jnp.sum(weights * lam * D)
@@ -87,8 +92,7 @@ class AdaGradNormTheory(AbstractRateTheory):
 
     def base_lr(self, k):
         """`η(k)`: the constant step or the schedule."""
-        lr = self.schedule
-        return jnp.asarray(lr(k) if callable(lr) else lr)
+        return _base_lr(self.schedule, k)
 
     def step_size(self, k, y):
         """The effective step `γ` used by the mode dynamics."""
@@ -152,8 +156,7 @@ class AdaGradNormParticles(AbstractTopModeTheory):
         return P[0]
 
     def base_lr(self, k):
-        lr = self.schedule
-        return jnp.asarray(lr(k) if callable(lr) else lr, jnp.float64)
+        return _base_lr(self.schedule, k)
 
     def _particle_step(self, key, k, P, D):
         Y, b2 = P

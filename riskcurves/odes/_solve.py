@@ -102,6 +102,11 @@ def integrate(theory, ts, rtol, atol, *, max_steps: int, exact_steps: int = 0,
     Returns `(risk, lr, observables, code, num_steps)`: arrays over `ts` and an
     integer status code (index into `riskcurves.STATUS`).
     """
+    if type(theory).recursion is not AbstractTheory.recursion and start is None:
+        # a discrete map (top-mode hybrid) has no ODE field: its own compiled map, also
+        # under vmap/grad and in sweeps
+        risk, lr, obs, code = theory.traced_recursion(ts, rtol, atol, max_steps=max_steps)
+        return risk, lr, obs, code, jnp.zeros((), jnp.int32)
     meter = diffrax.NoProgressMeter() if progress_meter is None else progress_meter
     y0 = theory.init_state()
     p0 = theory.risk(y0)
@@ -326,14 +331,6 @@ def solve_ode(problem, optimizer, checkpoints, *, rtol: float = 1e-5, atol: floa
                                            max_steps=max_steps, exact_steps=exact_steps,
                                            progress=progress)
         code = info["code"]
-    elif type(theory).recursion is not AbstractTheory.recursion:
-        # a discrete map inside a transformation (vmap/grad over a top-mode hybrid)
-        n = ks.shape[0]
-        ts = padded_checkpoints(ks) if is_concrete(ks) else ks
-        risk, lr, obs, code = theory.traced_recursion(
-            jnp.asarray(ts, jnp.float64), jnp.asarray(rtol, jnp.float64),
-            jnp.asarray(atol, jnp.float64), max_steps=int(max_steps))
-        risk, lr, obs = risk[:n], lr[:n], {k: v[:n] for k, v in obs.items()}
     else:
         meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
         integ = integrate if not concrete else _integrate_jit
@@ -433,13 +430,8 @@ def solve_ode_sweep(problem, make_optimizer, values, checkpoints, *, rtol: float
     arrays = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], size - n_vals, 0)]),
                           arrays)
     tols = jnp.asarray(rtol, jnp.float64), jnp.asarray(atol, jnp.float64)
-    # a top-mode map compiles its mean-field continuation only if a checkpoint needs it
-    handover = getattr(type(theories), "handover", 0)
-    with_ode = (not is_concrete(checkpoints)
-                or bool(np.max(np.asarray(checkpoints)) > handover))
     parts = [_integrate_sweep(eqx.combine(jax.tree.map(lambda a: a[i:i + width], arrays),
-                                          static), ks, *tols, int(max_steps), int(exact_steps),
-                               with_ode)
+                                          static), ks, *tols, int(max_steps), int(exact_steps))
              for i in range(0, size, width)]
     risk, lr, obs, code, _ = jax.tree.map(lambda *a: jnp.concatenate(a)[:n_vals], *parts)
     name = type(make_optimizer(jax.tree.map(lambda v: v[0], values))).name
@@ -454,12 +446,8 @@ def _sweep_width():
 
 
 @eqx.filter_jit
-def _integrate_sweep(theories, ts, rtol, atol, max_steps, exact_steps, with_ode):
+def _integrate_sweep(theories, ts, rtol, atol, max_steps, exact_steps):
     def one(theory):
-        if type(theory).recursion is not AbstractTheory.recursion:  # a top-mode map
-            risk, lr, obs, code = theory.traced_recursion(ts, rtol, atol, max_steps=max_steps,
-                                                          with_ode=with_ode)
-            return risk, lr, obs, code, jnp.zeros((), jnp.int32)
         return integrate(theory, ts, rtol, atol, max_steps=max_steps, exact_steps=exact_steps)
     return eqx.filter_vmap(one)(theories)
 

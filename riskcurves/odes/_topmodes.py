@@ -261,18 +261,16 @@ class AbstractTopModeTheory(AbstractTheory):
         risk, lr, obs, code = out
         return risk[:n], lr[:n], {k: v[:n] for k, v in obs.items()}, code
 
-    def traced_recursion(self, ts, rtol, atol, *, max_steps: int, with_ode: bool | None = None):
+    def traced_recursion(self, ts, rtol, atol, *, max_steps: int):
         """`recursion` at (padded) checkpoints `ts` that may be traced: the same
-        compiled map, called inside `jax.vmap`/`jax.grad` by `solve_ode` and
-        `solve_ode_sweep`. `with_ode` (static): whether a checkpoint lies beyond the
-        hand-over, so that the mean-field continuation must be compiled; `None`: read
-        it from `ts` if concrete, else `True`."""
-        if with_ode is None:
-            try:
-                with_ode = bool(np.max(np.asarray(ts)) > self.handover)
-            except jax.errors.TracerArrayConversionError:
-                with_ode = True
-        return _run(self, ts, rtol, atol, max_steps=max_steps, with_ode=bool(with_ode))
+        compiled map, called by `integrate` (so under `jax.vmap`/`jax.grad` and in
+        sweeps). The mean-field continuation is compiled only if a checkpoint lies
+        beyond the hand-over (always, when `ts` is traced)."""
+        try:
+            with_ode = bool(np.max(np.asarray(ts)) > self.handover)
+        except jax.errors.TracerArrayConversionError:
+            with_ode = True
+        return _run(self, ts, rtol, atol, max_steps=max_steps, with_ode=with_ode)
 
     def handover_state(self, y):
         """The mean-field state `(mean_n y_i², D_bulk)` on `mean_field`'s split spectrum."""
