@@ -63,6 +63,7 @@ from .problems import random_rotation as random_rotation  # noqa: E402
 from .simulate import adagrad_norm as adagrad_norm  # noqa: E402
 from .simulate import oracle_line_search as oracle_line_search  # noqa: E402
 from .simulate import simulate as simulate  # noqa: E402
+from .simulate import simulate_tiered as simulate_tiered  # noqa: E402
 from .studies import compare_clipped_sgd as compare_clipped_sgd  # noqa: E402
 from .theory import clipped_gain_ratio as clipped_gain_ratio  # noqa: E402
 

@@ -86,6 +86,11 @@ class DemoCase:
     build: Callable  # (d: int) -> (problem, optimizer)
     steps: int = 2000
     ode_options: dict | None = None
+    # simulated runs: (k_max, n_runs) tiers (`rc.simulate_tiered`), more runs at the early
+    # checkpoints where a few top modes make the risk fluctuate most; sized so that the
+    # Monte-Carlo standard error is below 1% of the mean at every k >= 1 (measured at
+    # d = 1000, seed 0: docs/getting-started.md)
+    runs: tuple = ((None, 32),)
 
 
 def _demo_problem(d):
@@ -94,18 +99,24 @@ def _demo_problem(d):
 
 
 DEMO_CASES: list[DemoCase] = [
-    DemoCase("signsvd", lambda d: _signsvd_demo(d), steps=400, ode_options={"rtol": 1e-4}),
+    DemoCase("signsvd", lambda d: _signsvd_demo(d), steps=400, ode_options={"rtol": 1e-4},
+             runs=((None, 32),)),
     # Muon (5 Newton–Schulz steps, no momentum) against its own ODE (NS map as a pole sum)
-    DemoCase("muon", lambda d: _signsvd_demo(d, "muon"), steps=400, ode_options={"rtol": 1e-4}),
-    DemoCase("matrix_signsgd", lambda d: _signsvd_demo(d, "matrix_signsgd"), steps=400),
-    DemoCase("sgd", lambda d: (_demo_problem(d), _sgd_default())),
-    DemoCase("signsgd", lambda d: (_demo_problem(d), _signsgd_default())),
+    DemoCase("muon", lambda d: _signsvd_demo(d, "muon"), steps=400, ode_options={"rtol": 1e-4},
+             runs=((None, 16),)),
+    DemoCase("matrix_signsgd", lambda d: _signsvd_demo(d, "matrix_signsgd"), steps=400,
+             runs=((None, 16),)),
+    DemoCase("sgd", lambda d: (_demo_problem(d), _sgd_default()),
+             runs=((16, 1024), (128, 384), (None, 192))),
+    DemoCase("signsgd", lambda d: (_demo_problem(d), _signsgd_default()), runs=((None, 256),)),
     DemoCase("adagrad_norm", lambda d: (_demo_problem(d), _adagrad_default()),
-             ode_options={"exact_rates": True}),
-    DemoCase("line_search", lambda d: (_demo_problem(d), _linesearch_default())),
+             ode_options={"exact_rates": True}, runs=((16, 640), (128, 320), (None, 192))),
+    DemoCase("line_search", lambda d: (_demo_problem(d), _linesearch_default()),
+             runs=((6, 4096), (40, 512), (128, 256), (None, 128))),
     # clipping theory needs a large intrinsic dimension tr K / λ_max (the α = 1.5 power
     # law has ≈ 2.6): flat spectrum (tr K / λ_max = d), Student-t(3) noise, c' = c = 0.3
-    DemoCase("clipping", lambda d: (_clipping_demo_problem(d), _clipped_default()), steps=4000),
+    DemoCase("clipping", lambda d: (_clipping_demo_problem(d), _clipped_default()), steps=4000,
+             runs=((None, 64),)),
 ]
 
 
@@ -329,6 +340,7 @@ def _working(desc: str):
 
 # ---- commands ------------------------------------------------------------------
 def _compare_one(problem, opt, steps, n_runs, seed, ode_options=None, name=""):
+    """Theory vs simulation; `n_runs` an int or `(k_max, n_runs)` tiers."""
     import riskcurves as rc
     ks = rc.checkpoints(steps, 30)
     tag = f"[{name}] " if name else ""
@@ -336,8 +348,12 @@ def _compare_one(problem, opt, steps, n_runs, seed, ode_options=None, name=""):
     th = rc.solve_ode(problem, opt, ks, progress=_tty(), **(ode_options or {}))
     t_ode = time.perf_counter() - t0
     t0 = time.perf_counter()
-    with _working(f"{tag}simulating {n_runs} runs x {steps} steps"):
-        sims = rc.simulate(problem, opt, ks, n_runs=n_runs, seed=seed)
+    tiers = [(None, n_runs)] if isinstance(n_runs, int) else list(n_runs)
+    with _working(f"{tag}simulating {_runs_text(tiers)} runs x {steps} steps"):
+        if len(tiers) == 1:
+            sims = rc.simulate(problem, opt, ks, n_runs=tiers[0][1], seed=seed)
+        else:
+            sims = rc.simulate_tiered(problem, opt, ks, tiers, seed=seed)
     t_sim = time.perf_counter() - t0
     row = {
         "optimizer": opt.describe(),
@@ -345,7 +361,8 @@ def _compare_one(problem, opt, steps, n_runs, seed, ode_options=None, name=""):
         "d": int(problem.d),
         "noise": describe_noise(problem.noise),
         "steps": int(steps),
-        "n_runs": int(n_runs),
+        "n_runs": int(min(n for _, n in tiers)),   # runs behind the last checkpoints
+        "runs_tiers": [[k, int(n)] for k, n in tiers],
         "max_rel_err": rc.max_rel_err(th, sims, k_min=1),
         "max_rel_err_k10": rc.max_rel_err(th, sims, k_min=10),
         # the largest Monte-Carlo standard error of the simulated mean, relative (k >= 1):
@@ -363,6 +380,11 @@ def _compare_one(problem, opt, steps, n_runs, seed, ode_options=None, name=""):
     return th, sims, row
 
 
+def _runs_text(tiers) -> str:
+    """`(k_max, n_runs)` tiers as the table shows them: `1024/384/192` (early to late)."""
+    return "/".join(str(int(n)) for _, n in tiers)
+
+
 def _max_rel_stderr(sims) -> float:
     k, p, se = np.asarray(sims.k), np.asarray(sims.risk), np.asarray(sims.stderr)
     keep = (k >= 1) & (p > 0)
@@ -370,19 +392,22 @@ def _max_rel_stderr(sims) -> float:
 
 
 def _print_table(rows):
-    hdr = (f"{'case':<16}{'d':>6}{'runs':>6}{'steps':>7}{'max rel err':>13}"
+    runs = [_runs_text(r.get("runs_tiers", [[None, r["n_runs"]]])) for r in rows]
+    w = max([6] + [len(t) + 2 for t in runs])
+    hdr = (f"{'case':<16}{'d':>6}{'runs':>{w}}{'steps':>7}{'max rel err':>13}"
            f"{'(k>=10)':>9}{'MC s.e.':>9}{'P_ode(end)':>12}{'P_sim(end)':>12}{'ode s':>8}"
            f"{'sim s':>8}")
     print(hdr)
     print("-" * len(hdr))
-    for r in rows:
-        print(f"{r['case']:<16}{r['d']:>6}{r['n_runs']:>6}{r['steps']:>7}"
+    for r, nr in zip(rows, runs):
+        print(f"{r['case']:<16}{r['d']:>6}{nr:>{w}}{r['steps']:>7}"
               f"{r['max_rel_err']:>13.4f}{r['max_rel_err_k10']:>9.4f}{r['max_rel_stderr']:>9.4f}"
               f"{r['final_risk_ode']:>12.4e}{r['final_risk_sim']:>12.4e}"
               f"{r['ode_seconds']:>8.2f}{r['sim_seconds']:>8.2f}")
     print("max rel err: max over checkpoints k >= 1 (resp. k >= 10) of |P_sim/P_ode - 1|; "
           "MC s.e.: the largest relative standard error of the simulated mean (k >= 1), "
-          "the simulation's own noise (more runs: --n-runs)")
+          "the simulation's own noise (more runs: --n-runs); runs a/b/c: more runs at early "
+          "checkpoints (demo.json: runs_tiers)")
 
 
 def _demo_layout(n: int) -> tuple[int, int]:
@@ -401,7 +426,8 @@ def _cmd_demo(a):
 
     import riskcurves as rc
     _check_int("--d", a.d, 2)
-    _check_int("--n-runs", a.n_runs, 2)
+    if a.n_runs is not None:
+        _check_int("--n-runs", a.n_runs, 2)
     if a.steps is not None:
         _check_int("--steps", a.steps, 1)
     unknown = [c for c in (a.only or []) if c not in {k.name for k in DEMO_CASES}]
@@ -416,7 +442,8 @@ def _cmd_demo(a):
     rows = []
     for ax, (case, problem, opt) in zip(axes.flat, built):
         steps = a.steps or case.steps
-        th, sims, row = _compare_one(problem, opt, steps, a.n_runs, a.seed, case.ode_options,
+        runs = a.n_runs if a.n_runs is not None else case.runs
+        th, sims, row = _compare_one(problem, opt, steps, runs, a.seed, case.ode_options,
                                      name=case.name)
         row["case"] = case.name
         rows.append(row)
@@ -432,7 +459,9 @@ def _cmd_demo(a):
     from matplotlib.patches import Patch
     handles = [Line2D([], [], color="C0", lw=1.8, label="theory (ODE / exact recursion)"),
                Line2D([], [], color="C1", marker="o", ls="", ms=4,
-                      label=f"simulation: mean of {a.n_runs} runs (seed {a.seed})"),
+                      label=(f"simulation: mean of {a.n_runs} runs (seed {a.seed})"
+                             if a.n_runs is not None else f"simulation: mean over runs (seed "
+                             f"{a.seed}; runs per case in the table)")),
                Patch(color="C1", alpha=0.25, label="± 2 standard errors of that mean")]
     fig.suptitle("riskcurves demo: theory vs simulation, excess risk P(k); panel titles: "
                  "optimizer and hyperparameters / problem and noise law", fontsize=11)
@@ -441,7 +470,7 @@ def _cmd_demo(a):
     fig_path = os.path.join(a.out, "demo.png")
     fig.savefig(fig_path, dpi=110)
     plt.close(fig)
-    report = {"d_requested": a.d, "n_runs": a.n_runs, "seed": a.seed,
+    report = {"d_requested": a.d, "n_runs": a.n_runs or "per case (runs_tiers)", "seed": a.seed,
               "note": "each case records its own d (matrix cases cap d at 128), m, noise law "
                       "and optimizer hyperparameters",
               "cases": rows}
@@ -933,7 +962,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="riskcurves-out", help="output folder")
     d.add_argument("--d", type=int, default=1000,
                    help="dimension of the vector problems (matrix cases use min(d, 128))")
-    d.add_argument("--n-runs", type=int, default=32, help="simulated runs per case")
+    d.add_argument("--n-runs", type=int, default=None,
+                   help="simulated runs per case (default: per case, more runs at the early "
+                        "checkpoints, so that the Monte-Carlo standard error is below 1%%)")
     d.add_argument("--steps", type=int, default=None,
                    help="horizon of every case; default per case (400 matrix, 4000 clipping, "
                         "2000 others)")

@@ -68,3 +68,38 @@ def test_bad_chunk_size():
     p, opt = _case()
     with pytest.raises(ValueError, match="`chunk_size`"):
         rc.simulate(p, opt, _KS, n_runs=4, chunk_size=0)
+
+
+# ---- simulate_tiered: more runs at early checkpoints ----------------------------------
+def test_simulate_tiered_is_simulate_per_tier():
+    """Each checkpoint is the mean of its own tier's runs: tier i is `simulate` on the
+    tier's checkpoints with seed + i; one tier is `simulate` itself."""
+    p = rc.PowerLaw(50, 1.5, 0.5, rc.Gaussian(0.1))
+    opt = rc.SGD(0.2, batch=2)
+    ks = rc.checkpoints(60, 12)
+    tiers = [(4, 16), (20, 8), (None, 4)]
+    c = rc.simulate_tiered(p, opt, ks, tiers, seed=3)
+    assert c.ok and c.meta["tiers"] == [[4, 16], [20, 8], [None, 4]] and c.meta["n_runs"] == 4
+    lo = -1
+    for i, (b, n) in enumerate([(4, 16), (20, 8), (60, 4)]):
+        sel = (ks > lo) & (ks <= b)
+        lo = b
+        ref = rc.simulate(p, opt, ks[sel], n_runs=n, seed=3 + i)
+        np.testing.assert_allclose(c.risk[sel], ref.risk, rtol=1e-12)
+        np.testing.assert_allclose(c.stderr[sel], ref.stderr, rtol=1e-12)
+        np.testing.assert_array_equal(c.extras["n_runs"][sel], n)
+    one = rc.simulate_tiered(p, opt, ks, [(None, 4)], seed=3)
+    np.testing.assert_allclose(one.risk, rc.simulate(p, opt, ks, n_runs=4, seed=3).risk,
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("tiers, msg", [
+    ([(20, 8), (10, 4)], "strictly increasing"),
+    ([(20, 8)], "the last checkpoint"),
+    ([(None, 1)], "n_runs >= 2"),
+    ([("a", 8)], "list of \\(k_max, n_runs\\) pairs"),
+])
+def test_simulate_tiered_refuses_bad_tiers(tiers, msg):
+    p = rc.PowerLaw(20, 1.0, 0.5)
+    with pytest.raises(ValueError, match=msg):
+        rc.simulate_tiered(p, rc.SGD(0.1), rc.checkpoints(30, 5), tiers)

@@ -32,3 +32,19 @@ def test_demo_matrix_signsgd_density_default():
     c = rc.max_rel_err(rc.solve_ode(p, opt, ks, transient="closure"), sim)
     assert e < 0.03, f"density (default) {e:.4f} (tol 0.03; closure {c:.4f}; s.e. {se:.4f})"
     assert c > 0.03, f"negative control: the closure ODE should fail 3%, got {c:.4f}"
+
+
+@pytest.mark.parametrize("opt", [rc.SignSVD(0.02, batch=8), rc.Muon(0.02, batch=8)],
+                         ids=["signsvd", "muon"])
+def test_demo_signsvd_and_muon_sampled_step(opt):
+    """Default (the closure's one-step mean over fresh batch draws, `_matrix_sampled`):
+    measured 0.44% (SignSVD) and 0.85% (Muon) against 64 runs (s.e. <= 0.34%); the
+    deterministic equivalent: 3.0% and 6.2% — the negative control."""
+    p = _problem()
+    ks = rc.checkpoints(400, 30)
+    sim, se = _sim(p, opt, ks, 32)
+    tol = max(0.015, 4 * se)
+    e = rc.max_rel_err(rc.solve_ode(p, opt, ks, rtol=1e-4), sim)
+    c = rc.max_rel_err(rc.solve_ode(p, opt, ks, rtol=1e-4, one_step="equivalent"), sim)
+    assert e < tol, f"sampled (default) {e:.4f} (tol {tol:.4f}; equivalent {c:.4f})"
+    assert c > tol, f"negative control: the equivalent should fail {tol:.4f}, got {c:.4f}"

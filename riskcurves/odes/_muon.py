@@ -95,7 +95,8 @@ import numpy as np
 
 from ..optimizers import Muon
 from ._base import AbstractRateTheory, register
-from ._signsvd import _Equivalent
+from ._matrix_sampled import SAMPLES, sampled_theory
+from ._signsvd import _Equivalent, use_sampled
 from ._signsvd_common import RESIDUAL_TOL, check_matrix, check_spectrum, leaf_opt
 
 __all__ = ["MuonTheory", "muon_theory", "ns_map", "pole_fit", "expected_sq_norm",
@@ -500,7 +501,16 @@ def muon_theory(opt, lam, D0, m, sigma2=0.0, weights=None, *, smooth: float = 0.
 
 
 @register(Muon)
-def _muon_builder(opt, problem, **options) -> MuonTheory:
+def _muon_builder(opt, problem, one_step: str = "auto", samples: int = SAMPLES,
+                  sample_seed: int = 0, **options):
+    """Muon ODE. Without momentum, `one_step` (`_signsvd.use_sampled`) chooses the
+    one-step mean over `samples` fixed batch draws (`_matrix_sampled`, the default
+    where it applies) or the pole-sum equivalent below; passing one of `muon_theory`'s
+    options selects the equivalent under `"auto"`."""
     check_matrix(problem, opt)
+    if use_sampled(problem, opt, "equivalent" if options and one_step == "auto" else one_step,
+                   samples):  # options of the equivalent ask for it
+        return sampled_theory(opt, problem, int(opt.ns_steps), samples=samples,
+                              seed=sample_seed)
     return muon_theory(opt, problem.eigenvalues, problem.initial_energies, problem.m,
                        sigma2=problem.sigma2, weights=problem.weights, **options)

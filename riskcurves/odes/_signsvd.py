@@ -63,6 +63,7 @@ import numpy as np
 
 from ..optimizers import SignSVD
 from ._base import AbstractRateTheory, register
+from ._matrix_sampled import SAMPLES, sampled_applies, sampled_theory
 from ._signsvd_common import (
     RESIDUAL_TOL,
     check_matrix,
@@ -274,16 +275,40 @@ def _use_general(problem, closure: str) -> bool:
                 and np.all(problem.eigenvalues > 0) and np.all(np.diag(S0) > 0))
 
 
+_ONE_STEP = ("auto", "sampled", "equivalent")
+
+
+def use_sampled(problem, opt, one_step: str, samples: int) -> bool:
+    """`one_step`: `"sampled"` (the closure's one-step mean over fixed batch draws,
+    `_matrix_sampled`), `"equivalent"` (the deterministic equivalent), or `"auto"`:
+    sampled where it applies (batch < d <= m, Gaussian or no noise, uncompressed, no
+    momentum, draws that fit), else the equivalent."""
+    if one_step not in _ONE_STEP:
+        raise ValueError(f"`one_step` must be one of {_ONE_STEP}, got {one_step!r}")
+    if one_step == "auto":
+        return sampled_applies(problem, opt, samples)
+    return one_step == "sampled"
+
+
 @register(SignSVD)
 def _signsvd_builder(opt, problem, n_nodes: int | None = None, n_newton: int | None = None,
-                     closure: str = "auto"):
+                     closure: str = "auto", one_step: str = "auto", samples: int = SAMPLES,
+                     sample_seed: int = 0):
     """SignSVD ODE. `closure`: `"diagonal"` (`S = ΔΔᵀ ≈ diag(D)`, O(d) per step),
     `"general"` (drift from the general-`S` equivalent at `S(D) = g S0 g`, O(d³);
     `riskcurves.odes._signsvd_general`), or `"auto"`: general when `S0 = Δ0Δ0ᵀ` is
-    not diagonal (Gaussian-row targets, `m < d`) and `d <= 256`, else diagonal."""
+    not diagonal (Gaussian-row targets, `m < d`) and `d <= 256`, else diagonal.
+    With the diagonal closure, `one_step` (`use_sampled`) chooses how the one-step
+    mean is evaluated: over `samples` fixed batch draws (seed `sample_seed`) or by
+    the deterministic equivalent."""
     check_matrix(problem, opt)
     options = {k: v for k, v in (("n_nodes", n_nodes), ("n_newton", n_newton)) if v is not None}
-    if _use_general(problem, closure):
+    general = _use_general(problem, closure)
+    if one_step == "auto" and options:   # the equivalent's options ask for it
+        one_step = "equivalent"
+    if use_sampled(problem, opt, one_step, samples) and not general:
+        return sampled_theory(opt, problem, 0, samples=samples, seed=sample_seed)
+    if general:
         return signsvd_general_theory(opt, problem.eigenvalues, problem.row_overlap0,
                                       problem.m, problem.sigma2, **options)
     return signsvd_theory(opt, problem.eigenvalues, problem.initial_energies, problem.m,

@@ -11,6 +11,7 @@ from ._adagrad import adagrad_norm as adagrad_norm
 from ._dana import dana as dana
 from ._engine import simulate as simulate
 from ._engine import simulate_runs as simulate_runs
+from ._engine import simulate_tiered as simulate_tiered
 from ._linesearch import oracle_line_search as oracle_line_search
 from ._registry import SimSpec as SimSpec
 from ._registry import register as register

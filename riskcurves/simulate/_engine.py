@@ -231,7 +231,8 @@ def simulate_runs(problem, optimizer, checkpoints, n_runs: int = 64, seed: int =
     pad = n_chunks * chunk - n_runs
     if pad:
         keys = np.concatenate([keys, np.repeat(keys[-1:], pad, axis=0)])
-    ks_dev = jnp.asarray(padded_checkpoints(ks), jnp.int32)
+    # 32-entry buckets: the checkpoint subsets of `simulate_tiered` share one compilation
+    ks_dev = jnp.asarray(padded_checkpoints(ks, 32), jnp.int32)
     sharding = None
     if n_dev > 1:
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -374,3 +375,84 @@ def _summarise(problem, optimizer, ks, out, seed, seconds, dtype, keep_runs, thr
     return Curve(k=ks, risk=mean, kind="simulation", label=label or f"{optimizer.name} sim",
                  stderr=stderr, median=median, lr=lr, extras=extras, status=status,
                  message=message, noise_variance=nv, meta=meta)
+
+
+def simulate_tiered(problem, optimizer, checkpoints, tiers, seed: int = 0, *,
+                    chunk_size: int | None = None, **kwargs):
+    """Monte-Carlo risk curve with more runs where the risk fluctuates most.
+
+    On power laws the run-to-run spread of the risk is largest in the first
+    iterations (a few top modes hold the risk), where runs are cheap. `tiers`
+    spends the runs there: `[(16, 4096), (128, 1024), (None, 256)]` simulates 4096
+    runs up to k = 16 and reports the checkpoints `k <= 16` from them, 1024 runs
+    up to k = 128 for the checkpoints `16 < k <= 128`, and 256 runs for the rest
+    (`None`: the last checkpoint). Every checkpoint is the mean of its own tier's
+    independent runs (tier `i` uses seed `seed + i`; a single tier is
+    `simulate(..., n_runs, seed)`), so its standard error is that tier's.
+
+    **Arguments:** as `simulate` (one config, not a sweep; `keep_runs` is not
+    available), with `tiers` a list of `(k_max, n_runs)`, `k_max` strictly
+    increasing (the last may be `None`) and covering the last checkpoint.
+
+    **Returns:** a `Curve` whose `extras["n_runs"]` is the run count behind each
+    checkpoint and `meta["tiers"]` the tiers used.
+    """
+    ks = validate_checkpoints(checkpoints)
+    if isinstance(optimizer, (list, tuple)):
+        raise ValueError("`optimizer`: simulate_tiered takes one config, not a sweep")
+    if kwargs.get("keep_runs"):
+        raise ValueError("`keep_runs` is not available with tiers (runs differ per tier)")
+    try:
+        tiers = [(None if k is None else int(k), int(n)) for k, n in tiers]
+    except (TypeError, ValueError):
+        raise ValueError(f"`tiers` must be a list of (k_max, n_runs) pairs, got {tiers!r}") \
+            from None
+    last = int(ks[-1])
+    bounds = [last if k is None else k for k, _ in tiers]
+    if (not tiers or any(b < 1 for b in bounds) or any(np.diff(bounds) <= 0)
+            or bounds[-1] < last or any(n < 2 for _, n in tiers)):
+        raise ValueError(f"`tiers` must be (k_max, n_runs) pairs with k_max >= 1 strictly "
+                         f"increasing, the last >= the last checkpoint ({last}) or None, "
+                         f"and n_runs >= 2; got {tiers!r}")
+    runs = [n for _, n in tiers]
+    if chunk_size is None:   # one chunk shape for every tier: one compilation
+        _, batch, _ = _stack_configs([optimizer])
+        per = _per_run_bytes(problem, batch, kwargs.get("dtype", jnp.float32))
+        chunk_size = max(1, min(math.gcd(*runs), chunk_budget() // per))
+    parts, lo = [], -1
+    for i, (b, n) in enumerate(zip(bounds, runs)):
+        sel = (ks > lo) & (ks <= b)
+        lo = b
+        if not np.any(sel):
+            continue
+        c = simulate(problem, optimizer, ks[sel], n_runs=n, seed=seed + i,
+                     chunk_size=chunk_size, **kwargs)
+        parts.append((sel, n, c))
+        if not c.ok:
+            break
+    return _merge_tiers(ks, parts, tiers, kwargs.get("label"))
+
+
+def _merge_tiers(ks, parts, tiers, label):
+    nk = ks.shape[0]
+
+    def cat(get):
+        out = np.full(nk, np.nan)
+        for sel, _, c in parts:
+            v = get(c)
+            if v is not None:
+                out[sel] = np.broadcast_to(np.asarray(v, np.float64), (int(sel.sum()),))
+        return out
+
+    first, worst = parts[0][2], max((c for _, _, c in parts), key=lambda c: int(c.code))
+    extras = {name: cat(lambda c, name=name: c.extras.get(name))
+              for name in first.extras}
+    extras["n_runs"] = cat(lambda c: np.full(c.k.shape, c.meta["n_runs"]))
+    meta = {**first.meta, "n_runs": int(min(n for _, n in tiers)),
+            "tiers": [[k, n] for k, n in tiers],
+            "seconds": float(sum(c.meta.get("seconds", 0.0) for _, _, c in parts))}
+    return Curve(k=ks, risk=cat(lambda c: c.risk), kind="simulation",
+                 label=label or first.label, stderr=cat(lambda c: c.stderr),
+                 median=cat(lambda c: c.median), lr=cat(lambda c: c.lr), extras=extras,
+                 status=worst.status, message=worst.detail, noise_variance=first.noise_variance,
+                 meta=meta)
