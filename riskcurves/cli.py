@@ -112,7 +112,7 @@ DEMO_CASES: list[DemoCase] = [
     DemoCase("adagrad_norm", lambda d: (_demo_problem(d), _adagrad_default()),
              ode_options={"exact_rates": True}, runs=((16, 640), (128, 320), (None, 192))),
     DemoCase("line_search", lambda d: (_demo_problem(d), _linesearch_default()),
-             runs=((6, 4096), (40, 512), (128, 256), (None, 128))),
+             runs=((6, 4096), (40, 640), (128, 256), (None, 128))),
     # clipping theory needs a large intrinsic dimension tr K / λ_max (the α = 1.5 power
     # law has ≈ 2.6): flat spectrum (tr K / λ_max = d), Student-t(3) noise, c' = c = 0.3
     DemoCase("clipping", lambda d: (_clipping_demo_problem(d), _clipped_default()), steps=4000,

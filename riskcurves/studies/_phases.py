@@ -98,6 +98,22 @@ def _signsgd_theory(lam, D0, w, m, B, sigma2, diagonal):
                                leaf_opt(MatrixSignSGD(1.0, B)), diagonal)
 
 
+def signsgd_drift_rates(lam, D0, weights, m, batch, sigma2=0.0, diagonal=False):
+    """Per-mode drift rates `a_i` of matrix SignSGD at unit step size (`dD_i/dk = −a_i D_i
+    + …` at `η = 1`), at row energies `D0`, on a spectrum `lam` with multiplicities
+    `weights` (compressed nodes, e.g. `fixed_power_law_nodes`). `diagonal`: the
+    preconditioned (diagonal-K) form; default the generic-K form. Returns a numpy array.
+    Used to read off the drift exponent `a_i ∝ λ_i` vs SGD (`docs/theory/phases.md`)."""
+    th = _signsgd_theory(lam, D0, weights, m, int(batch), float(sigma2), bool(diagonal))
+    a, _ = _jit_rates(th, jnp.asarray(D0, jnp.float64))
+    return np.asarray(a)
+
+
+@eqx.filter_jit
+def _jit_rates(th, D):
+    return th._rates(jnp.zeros((), jnp.float64), D)
+
+
 def compare_at_optimal_lr(alpha, beta, d=10_000, batch=32, sigma=0.0, m_ratio=2.0,
                           k_max=10_000, n_lr=10, n_checkpoints=24, compressed=True,
                           signsgd_basis="generic", rtol=1e-3, *, noise_ratio=None,
