@@ -101,7 +101,8 @@ def _demo_problem(d):
 DEMO_CASES: list[DemoCase] = [
     DemoCase("signsvd", lambda d: _signsvd_demo(d), steps=400, ode_options={"rtol": 1e-4},
              runs=((None, 32),)),
-    # Muon (5 Newton–Schulz steps, no momentum) against its own ODE (NS map as a pole sum)
+    # Muon (5 Newton–Schulz steps, no momentum) against its theory (the one-step mean over
+    # batch draws with the exact singular values, docs/theory/signsvd.md §3b)
     DemoCase("muon", lambda d: _signsvd_demo(d, "muon"), steps=400, ode_options={"rtol": 1e-4},
              runs=((None, 16),)),
     DemoCase("matrix_signsgd", lambda d: _signsvd_demo(d, "matrix_signsgd"), steps=400,
@@ -348,7 +349,7 @@ def _compare_one(problem, opt, steps, n_runs, seed, ode_options=None, name=""):
     th = rc.solve_ode(problem, opt, ks, progress=_tty(), **(ode_options or {}))
     t_ode = time.perf_counter() - t0
     t0 = time.perf_counter()
-    tiers = [(None, n_runs)] if isinstance(n_runs, int) else list(n_runs)
+    tiers = [(None, n_runs)] if isinstance(n_runs, int) else _fit_tiers(n_runs, int(ks[-1]))
     with _working(f"{tag}simulating {_runs_text(tiers)} runs x {steps} steps"):
         if len(tiers) == 1:
             sims = rc.simulate(problem, opt, ks, n_runs=tiers[0][1], seed=seed)
@@ -378,6 +379,16 @@ def _compare_one(problem, opt, steps, n_runs, seed, ode_options=None, name=""):
     if hasattr(problem, "m"):
         row["m"] = int(problem.m)
     return th, sims, row
+
+
+def _fit_tiers(tiers, last: int) -> list:
+    """`(k_max, n_runs)` tiers cut at the horizon `last` (the tier reaching it ends them)."""
+    out = []
+    for k, n in tiers:
+        if k is None or k >= last:
+            return out + [(None, n)]
+        out.append((k, n))
+    return out
 
 
 def _runs_text(tiers) -> str:

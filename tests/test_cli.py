@@ -312,3 +312,16 @@ def test_scaling_law_small_run(tmp_path):
                  "--d-max", "3000", "--d-num", "4", "--coarse", "--out", str(tmp_path)]) == 0
     files = sorted(p.name for p in tmp_path.iterdir())
     assert any(f.endswith(".png") for f in files) and any(f.endswith(".json") for f in files)
+
+
+def test_demo_default_runs_are_tiered_and_cut_at_the_horizon(tmp_path, capsys):
+    """Without --n-runs each case uses its tiers (more runs early); a horizon shorter than
+    a tier's k_max ends the tiers there (`--steps 12`: 1024 runs to k = 12)."""
+    out = tmp_path / "demo"
+    code = main(["demo", "--only", "line_search", "--d", "40", "--steps", "12",
+                 "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    (row,) = json.loads((out / "demo.json").read_text())["cases"]
+    assert row["runs_tiers"] == [[6, 4096], [None, 640]], row["runs_tiers"]
+    assert row["n_runs"] == 640 and "4096/640" in printed
