@@ -84,13 +84,13 @@ def test_simulate_tiered_is_simulate_per_tier():
     for i, (b, n) in enumerate([(4, 16), (20, 8), (60, 4)]):
         sel = (ks > lo) & (ks <= b)
         lo = b
-        ref = rc.simulate(p, opt, ks[sel], n_runs=n, seed=3 + i)
+        ref = rc.simulate(p, opt, ks[sel], n_runs=n, seed=3 + i, chunk_size=4)  # one compile
         np.testing.assert_allclose(c.risk[sel], ref.risk, rtol=1e-12)
         np.testing.assert_allclose(c.stderr[sel], ref.stderr, rtol=1e-12)
         np.testing.assert_array_equal(c.extras["n_runs"][sel], n)
     one = rc.simulate_tiered(p, opt, ks, [(None, 4)], seed=3)
-    np.testing.assert_allclose(one.risk, rc.simulate(p, opt, ks, n_runs=4, seed=3).risk,
-                               rtol=1e-12)
+    np.testing.assert_allclose(one.risk, rc.simulate(p, opt, ks, n_runs=4, seed=3,
+                                                     chunk_size=4).risk, rtol=1e-12)
 
 
 @pytest.mark.parametrize("tiers, msg", [
