@@ -57,11 +57,13 @@ def _sim_cache():
 def test_ode_compiles_once_for_three_lrs_and_two_horizons(name):
     make, prob = _ALL[name], _problem_for(name, 64)
     lrs = (0.05,) if name == "line_search" else (0.05, 0.1, 0.2)  # line search: no lr
-    rc.solve_ode(prob, make(lrs[0]), rc.checkpoints(200, 20))
+    # SignSVD and Muon: the fewest batch draws (the count is static; this checks leaves)
+    opts = {"samples": 32} if name in ("signsvd", "muon") else {}
+    rc.solve_ode(prob, make(lrs[0]), rc.checkpoints(200, 20), **opts)
     size = _ode_cache()
     for lr in lrs:
         for horizon in (200, 1500):  # 1500 > 1024 exact steps: the ODE path (momentum: 65 536)
-            c = rc.solve_ode(prob, make(lr), rc.checkpoints(horizon, 20))
+            c = rc.solve_ode(prob, make(lr), rc.checkpoints(horizon, 20), **opts)
             assert c.ok, c.message
     assert _ode_cache() == size, f"{name}: the ODE recompiled ({size} -> {_ode_cache()})"
 
@@ -175,3 +177,23 @@ def test_schedules_are_pytrees_and_differentiable():
     sched = rc.PiecewiseLogLinear([0, 100, 3000], np.log([0.1, 0.2, 0.05]))
     c = rc.solve_ode(prob, rc.SGD(sched, 2), ks)
     np.testing.assert_allclose(c.lr, [float(sched(k)) for k in ks], rtol=1e-12)
+
+
+def test_traced_batch_where_it_sets_a_shape_is_a_clear_error():
+    """A vmap over `batch` works where the batch enters the ODE as a number (line
+    search's mean field: a leaf, no static tracer) and is refused with a ValueError
+    naming the way out where it sets a shape or selects a closed form (the top-mode
+    hybrid's minibatch draws; clipped SGD's χ_B law)."""
+    prob = rc.PowerLaw(60, 1.5, 0.5, rc.Gaussian(0.1))   # few dominant modes: hybrid
+    ks = rc.checkpoints(50, 6)
+    bs = jnp.asarray([1.0, 4.0])
+    with pytest.raises(ValueError, match="`batch` is traced.*topmodes=0"):
+        jax.vmap(lambda b: rc.solve_ode(prob, rc.LineSearch(batch=b), ks).risk)(bs)
+    with pytest.raises(ValueError, match="`batch` is traced.*clipped-SGD"):
+        jax.vmap(lambda b: rc.solve_ode(prob, rc.ClippedSGD(0.1, 1.0, batch=b), ks,
+                                        topmodes=0).risk)(bs)
+    r = jax.vmap(lambda b: rc.solve_ode(prob, rc.LineSearch(batch=b), ks,
+                                        topmodes=0).risk)(bs)
+    np.testing.assert_allclose(np.asarray(r[1]),
+                               rc.solve_ode(prob, rc.LineSearch(batch=4), ks, topmodes=0).risk,
+                               rtol=1e-6)

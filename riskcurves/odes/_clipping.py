@@ -54,6 +54,7 @@ from ._topmodes import (
     DEFAULT_PARTICLES,
     AbstractTopModeTheory,
     check_top_mode_options,
+    concrete_batch,
     hybrid_fields,
     mean_field_arrays,
     normal,
@@ -163,6 +164,8 @@ class ClippedSGDTopModes(AbstractTopModeTheory):
 def _clipped_theory(opt: ClippedSGD, problem: Problem, finite_lr_correction: bool = True,
                     topmodes: int | str = "auto", particles: int = DEFAULT_PARTICLES,
                     seed: int = 0):
+    # the batch selects the closed form (the law of the clipped batch norm, χ_B)
+    concrete_batch(opt.batch, "the clipped-SGD theory", "loop over the batch values")
     _check_batch_noise(problem.noise, opt.batch)
     opt = numeric(opt)  # step size (constant or schedule) and clip are array leaves
     m, n, seed = check_top_mode_options(problem, topmodes, particles, seed)

@@ -43,6 +43,7 @@ from ._topmodes import (
     DEFAULT_PARTICLES,
     AbstractTopModeTheory,
     check_top_mode_options,
+    concrete_batch,
     draw_top_gradient,
     hybrid_fields,
     mean_field_arrays,
@@ -69,7 +70,7 @@ class LineSearchTheory(AbstractRateTheory):
     weights: jnp.ndarray
     D0: jnp.ndarray
     sigma2: jnp.ndarray
-    batch: int = eqx.field(static=True)
+    batch: jax.Array   # a leaf: a new batch (or a vmap over it) does not recompile
     exact_rates: bool = eqx.field(static=True, default=False)
 
     def init_state(self):
@@ -139,20 +140,25 @@ def _line_search_theory(opt: LineSearch, problem: Problem, exact_rates: bool = F
     hybrid's ensemble. `exact_rates` (mean-field only, default False) as for SGD."""
     m, n, seed = check_top_mode_options(problem, topmodes, particles, seed)
     if m > 0:
+        n_batch = concrete_batch(
+            opt.batch, f"the top-mode hybrid (`topmodes`={topmodes!r} on this spectrum)",
+            "pass topmodes=0 to sweep the mean-field ODE over batch, or loop over the "
+            "batch values")
         lam = np.asarray(problem.eigenvalues)
         fields = hybrid_fields(problem, m, n, seed)
         sigma2 = jnp.asarray(_variance(problem), jnp.float64)
         return LineSearchTopModes(
             **fields, sigma2=sigma2,
             tr_k2=jnp.asarray(np.sum(problem.mode_weights * lam**2), jnp.float64),
-            batch=jnp.asarray(opt.batch, jnp.float64), n_batch=int(opt.batch),
+            batch=jnp.asarray(opt.batch, jnp.float64), n_batch=n_batch,
             mean_field=LineSearchTheory(**mean_field_arrays(fields), sigma2=sigma2,
-                                        batch=opt.batch, exact_rates=bool(exact_rates)))
+                                        batch=jnp.asarray(opt.batch, jnp.float64),
+                                        exact_rates=bool(exact_rates)))
     return LineSearchTheory(
         lam=jnp.asarray(problem.eigenvalues),
         weights=jnp.asarray(problem.mode_weights),
         D0=jnp.asarray(problem.initial_energies),
         sigma2=jnp.asarray(_variance(problem), jnp.float64),
-        batch=opt.batch,
+        batch=jnp.asarray(opt.batch, jnp.float64),
         exact_rates=bool(exact_rates),
     )

@@ -24,19 +24,33 @@ with `Z, E₁, E₂` standard Gaussian (Gaussian label noise is rotation invaria
     P = Aᵀ L_A^{-ᵀ} U f(S) Vᵀ L_C^{-1} C,   f = 1 (polar), f(s) = NS(s/‖S‖_F) (Muon),
     P_ii = Σ_b (Uᵀ L_A⁻¹ A)_{bi} f_b (Vᵀ L_C⁻¹ C₁)_{bi},   ‖P_i‖² = Σ_b (Uᵀ L_A⁻¹ A)_{bi}² f_b²,
 
-O(B²d) per sample. The expectation is an average over `samples` draws of `(Z, E₁, E₂E₂ᵀ)`,
-antithetic in the noise (`E → −E`, so the noise-only drift is exactly zero), drawn
+O(B²d) per sample. At `B ≥ d` the factor to reduce is `A` instead: with its QR
+factorisation `A = Q_A R_Z Λ^{1/2}` (`R_Z` upper triangular with the Bartlett law,
+`B` degrees of freedom, independent of the Haar `Q_A`), `Q_Aᵀ E` is again standard
+Gaussian and independent of `R_Z`, so
+
+    G Q ∝ K = Rᵀ [R diag(√D) − σF₁, −σT₂],   R = R_Z Λ^{1/2},
+
+with `F₁` standard Gaussian (d×d) and `T₂` the Bartlett factor of the Wishart
+`F₂F₂ᵀ` (m − d degrees of freedom; `F₂` itself when m − d < d): the rotation of the
+last `m − d` columns does not touch the first `d`. With the SVD `K = U S Wᵀ`
+(d × (d + min(d, m − d))), `P_ii = Σ_b U_ib f_b W_ib`, `‖P_i‖² = Σ_b U_ib² f_b²`: O(d³)
+per draw, whatever `B` and `m`.
+
+The expectation is an average over `samples` draws, antithetic in the noise
+(`E → −E`, so the noise-only drift is exactly zero), drawn
 afresh at every exact step from `fold_in(key(seed), k)`: the draws' error is then
 independent from step to step and averages out along the trajectory (a fixed set of
 256 draws reused at every step biased the curve by up to 3% at d = 32). The theory is
 deterministic (same seed, same numbers; `jax.grad` goes through it). The ODE after
 the hand-over uses one fixed set of `4·samples` draws (a smooth field). The
 remaining error from the draws is measured by changing the seed
-(`docs/theory/signsvd.md` §3b).
+(`docs/theory/signsvd.md` §3b, §3c).
 
-Regime: `B < d <= m`, Gaussian (or no) label noise, an uncompressed spectrum with
-`samples·B·d` small enough to hold the draws (`_MAX_SAMPLE_ENTRIES`); Muon without
-momentum. Elsewhere the deterministic equivalent is used. Time = iteration count `k`.
+Regime: `d <= m`, Gaussian (or no) label noise, an uncompressed spectrum, `samples·B·d`
+small enough to hold the draws (`_MAX_SAMPLE_ENTRIES`, B < d) or `samples·d³` small
+enough for the SVDs (`_MAX_SQUARE_WORK`, B ≥ d: d ≤ 50 at the default 64 draws); Muon
+without momentum. Elsewhere the deterministic equivalent is used. Time = iteration count `k`.
 (The draws are processed in chunks of 32: see `SampledStep.__call__`.)
 """
 
@@ -51,16 +65,19 @@ import numpy as np
 
 from .._noise import Gaussian, Noiseless
 from ._base import AbstractRateTheory
+from ._signsvd_common import leaf_opt, ns_map
 
 __all__ = ["SampledStep", "SampledSpectralTheory", "sampled_applies", "sampled_theory",
-           "SAMPLES"]
+           "default_samples", "SAMPLES", "SAMPLES_SQUARE"]
 
-#: default number of batch draws per exact step (antithetic pairs)
+#: default number of batch draws per exact step (antithetic pairs): B < d / B ≥ d
 SAMPLES = 256
+SAMPLES_SQUARE = 64
 # the draws `Z`, `E₁` hold `samples·B·d` float64 entries each
 _MAX_SAMPLE_ENTRIES = 2**22
 _CHUNK = 32   # draws per batched LAPACK call (see `SampledStep.__call__`)
-_NS_COEFFS = (3.4445, -4.775, 2.0315)  # optax.contrib.muon's quintic (as `_muon.NS_COEFFS`)
+# B ≥ d: a d×2d SVD per draw; `samples·d³` above this would make an exact step slow
+_MAX_SQUARE_WORK = 2**23
 
 
 class SampledStep(eqx.Module):
@@ -73,16 +90,22 @@ class SampledStep(eqx.Module):
     ns_steps: int = eqx.field(static=True)   # 0: polar factor (SignSVD)
 
     def draws(self, key, samples: int):
-        """`samples` draws of `(Z, E₁, E₂E₂ᵀ)`, antithetic in the noise."""
+        """`samples` draws of `(Z, E₁, E₂E₂ᵀ)` (B < d) or `(R_Z, F₁, T₂)` (B ≥ d),
+        antithetic in the noise."""
         half, B, d = samples // 2, self.batch, self.sqrt_lam.shape[0]
         kz, ke, kw = jax.random.split(key, 3)
-        # drawn in float32 (half the cost), computed in float64
-        normal = lambda k, shape: jax.random.normal(k, shape, jnp.float32).astype(jnp.float64)  # noqa: E731
-        Z = normal(kz, (half, B, d))
-        E1 = normal(ke, (half, B, d))
+        if B >= d:
+            Rz = _bartlett(kz, half, B, d).mT           # upper: Z = Q_A R_Z
+            F1 = _normal(ke, (half, d, d))
+            w = self.m - d
+            T2 = (_bartlett(kw, half, w, d) if w >= d else _normal(kw, (half, d, w)))
+            return jnp.concatenate([Rz, Rz]), jnp.concatenate([F1, -F1]), \
+                jnp.concatenate([T2, T2])
+        Z = _normal(kz, (half, B, d))
+        E1 = _normal(ke, (half, B, d))
         if self.m > d:
-            E2 = normal(kw, (half, B, self.m - d))
-            W2 = E2 @ jnp.swapaxes(E2, 1, 2)
+            E2 = _normal(kw, (half, B, self.m - d))
+            W2 = E2 @ E2.mT
         else:
             W2 = jnp.zeros((half, B, B), jnp.float64)
         return jnp.concatenate([Z, Z]), jnp.concatenate([E1, -E1]), jnp.concatenate([W2, W2])
@@ -96,27 +119,56 @@ class SampledStep(eqx.Module):
                            jnp.arange(samples // _CHUNK, dtype=jnp.uint32))
         return jax.tree.map(lambda x: jnp.sum(x, axis=0) / samples, sums)
 
+    def _f(self, s):
+        """Singular values -> the update's: 1 (polar) or Newton–Schulz on `s/‖s‖`."""
+        if self.ns_steps:
+            return ns_map(s / jnp.sqrt(jnp.sum(s**2, axis=-1, keepdims=True)), self.ns_steps)
+        return jnp.ones_like(s)
+
     def _sums(self, D, key, samples: int):
+        rootD = jnp.sqrt(jnp.clip(D, 0.0, None))
+        if self.batch >= self.sqrt_lam.shape[0]:
+            return self._sums_square(rootD, key, samples)
         Z, E1, W2 = self.draws(key, samples)
         A = Z * self.sqrt_lam
-        C1 = A * jnp.sqrt(jnp.clip(D, 0.0, None)) - self.sigma * E1
-        tr = lambda x: jnp.swapaxes(x, -1, -2)  # noqa: E731
-        LA = jnp.linalg.cholesky(A @ tr(A))
-        LC = jnp.linalg.cholesky(C1 @ tr(C1) + self.sigma**2 * W2)
+        C1 = A * rootD - self.sigma * E1
+        LA = jnp.linalg.cholesky(A @ A.mT)
+        LC = jnp.linalg.cholesky(C1 @ C1.mT + self.sigma**2 * W2)
         iLA, iLC = jnp.linalg.inv(LA), jnp.linalg.inv(LC)
-        U, s, Vt = jnp.linalg.svd(tr(LA) @ LC)
-        if self.ns_steps:
-            x = s / jnp.sqrt(jnp.sum(s**2, axis=-1, keepdims=True))
-            a, b, c = _NS_COEFFS
-            for _ in range(self.ns_steps):
-                x = a * x + b * x**3 + c * x**5
-            f = x
-        else:
-            f = jnp.ones_like(s)
-        left = (tr(U) @ iLA) @ A          # (S, B, d): rows of (Q_A U)ᵀ
+        U, s, Vt = jnp.linalg.svd(LA.mT @ LC)
+        left = (U.mT @ iLA) @ A           # (S, B, d): rows of (Q_A U)ᵀ
         right = (Vt @ iLC) @ C1           # (S, B, d): rows of (Q_C V)ᵀ, first d columns
-        fl = left * f[..., None]
+        fl = left * self._f(s)[..., None]
         return jnp.sum(fl * right, axis=(0, 1)), jnp.sum(fl**2, axis=(0, 1))
+
+    def _sums_square(self, rootD, key, samples: int):
+        # B ≥ d: with the QR factorisation A = Q_A R (R = R_Z Λ^{1/2}, R_Z Bartlett with B
+        # degrees of freedom), G Q ∝ Rᵀ [R diag √D − σF₁, −σT₂], F₁ = Q_Aᵀ E₁ standard
+        # Gaussian (d×d) and F₂ = Q_Aᵀ E₂ = T₂ Q₂ (T₂: Bartlett, m − d degrees of freedom);
+        # the rotation Q₂ of the last m − d columns does not touch the first d
+        Rz, F1, T2 = self.draws(key, samples)
+        R = Rz * self.sqrt_lam
+        K = R.mT @ jnp.concatenate([R * rootD - self.sigma * F1, -self.sigma * T2], axis=-1)
+        U, s, Wt = jnp.linalg.svd(K, full_matrices=False)
+        d = rootD.shape[0]
+        fU = U * self._f(s)[..., None, :]                      # (S, d, b)
+        pii = jnp.sum(fU * Wt[..., :d].mT, axis=(0, 2))
+        return pii, jnp.sum(fU**2, axis=(0, 2))
+
+
+def _normal(key, shape):
+    # drawn in float32 (half the cost), computed in float64
+    return jax.random.normal(key, shape, jnp.float32).astype(jnp.float64)
+
+
+def _bartlett(key, n: int, dof: int, d: int):
+    """`n` lower-triangular `T` (d×d) with `T Tᵀ ~ Wishart_d(dof, I)` (Bartlett:
+    `T_ii² ~ χ²(dof − i)`, i = 0..d−1, `T_ij ~ N(0, 1)` below the diagonal); `Tᵀ` has the
+    law of the R factor of a dof×d standard Gaussian matrix."""
+    kc, kn = jax.random.split(key)
+    a = (dof - jnp.arange(d, dtype=jnp.float64)) / 2
+    diag = jnp.sqrt(2 * jax.random.gamma(kc, a, (n, d), jnp.float64))
+    return jnp.tril(_normal(kn, (n, d, d)), -1) + diag[..., None] * jnp.eye(d)
 
 
 class SampledSpectralTheory(AbstractRateTheory):
@@ -172,33 +224,47 @@ class SampledSpectralTheory(AbstractRateTheory):
         return jnp.asarray(self.opt.lr_at(k), jnp.float64)
 
 
-def sampled_applies(problem, opt, samples: int = SAMPLES) -> bool:
+def default_samples(problem, opt) -> int:
+    """Draws per exact step: `SAMPLES` (B < d) or `SAMPLES_SQUARE` (B ≥ d, where one
+    draw costs a d×2d SVD and `P_ii` fluctuates less)."""
+    return SAMPLES if int(opt.batch) < int(problem.d) else SAMPLES_SQUARE
+
+
+def sampled_applies(problem, opt, samples: int | None = None) -> bool:
     """Whether the sampled one-step map applies (module docstring's regime)."""
     B, d = int(opt.batch), int(problem.d)
-    if problem.weights is not None or not (B < d <= problem.m):
+    samples = default_samples(problem, opt) if samples is None else int(samples)
+    if problem.weights is not None or not d <= problem.m:
         return False
     if not isinstance(problem.noise, (Gaussian, Noiseless)):
         return False
     if float(getattr(opt, "momentum", 0.0)) != 0.0:
         return False
-    return int(samples) * B * d <= _MAX_SAMPLE_ENTRIES
+    if B >= d and samples * d**3 > _MAX_SQUARE_WORK:
+        return False
+    return samples * _per_draw(B, d) <= _MAX_SAMPLE_ENTRIES
 
 
-def sampled_theory(opt, problem, ns_steps: int, *, samples: int = SAMPLES,
+def _per_draw(B: int, d: int) -> int:
+    """Entries of one draw's largest factor: `Z`, `E₁` (B×d) or `K` (d × up to 2d)."""
+    return B * d if B < d else 2 * d * d
+
+
+def sampled_theory(opt, problem, ns_steps: int, *, samples: int | None = None,
                    seed: int = 0) -> SampledSpectralTheory:
     """The sampled one-step theory of SignSVD (`ns_steps=0`) or Muon on `problem`
-    (`samples` draws per exact step, `4·samples` for the ODE's fixed draws)."""
-    from ._signsvd_common import leaf_opt
-
-    samples = int(samples)
+    (`samples` draws per exact step, default `default_samples`; `4·samples` for the
+    ODE's fixed draws)."""
+    samples = default_samples(problem, opt) if samples is None else int(samples)
     if samples < _CHUNK or samples % _CHUNK:
         raise ValueError(f"`samples` must be a multiple of {_CHUNK} (>= {_CHUNK}), got "
                          f"{samples!r}")
     if not sampled_applies(problem, opt, samples):
         raise ValueError(
-            "`one_step='sampled'` needs batch < d <= m, Gaussian or no label noise, an "
-            "uncompressed spectrum, no momentum and samples·batch·d <= "
-            f"{_MAX_SAMPLE_ENTRIES}; got batch={opt.batch}, d={problem.d}, m={problem.m}, "
+            "`one_step='sampled'` needs d <= m, Gaussian or no label noise, an "
+            "uncompressed spectrum, no momentum, samples·batch·d <= "
+            f"{_MAX_SAMPLE_ENTRIES} (batch < d) or samples·d³ <= {_MAX_SQUARE_WORK} "
+            f"(batch >= d); got batch={opt.batch}, d={problem.d}, m={problem.m}, "
             f"noise {type(problem.noise).__name__}, samples={samples}")
     f64 = jnp.float64
     step = SampledStep(jnp.sqrt(jnp.asarray(problem.eigenvalues, f64)),
@@ -207,10 +273,12 @@ def sampled_theory(opt, problem, ns_steps: int, *, samples: int = SAMPLES,
     return SampledSpectralTheory(step, jnp.asarray(problem.eigenvalues, f64),
                                  jnp.asarray(problem.initial_energies, f64), leaf_opt(opt),
                                  jax.random.PRNGKey(int(seed)), samples,
-                                 _ode_samples(samples, int(opt.batch) * int(problem.d)))
+                                 _ode_samples(samples, int(opt.batch), int(problem.d)))
 
 
-def _ode_samples(samples: int, per: int) -> int:
-    """`4·samples` draws for the ODE's fixed set, within the memory cap, whole chunks."""
-    cap = max(_CHUNK, (_MAX_SAMPLE_ENTRIES // per) // _CHUNK * _CHUNK)
-    return min(4 * samples, max(samples, cap))
+def _ode_samples(samples: int, B: int, d: int) -> int:
+    """`4·samples` draws for the ODE's fixed set, within the caps, whole chunks."""
+    cap = _MAX_SAMPLE_ENTRIES // _per_draw(B, d)
+    if B >= d:
+        cap = min(cap, _MAX_SQUARE_WORK // d**3)
+    return min(4 * samples, max(samples, cap // _CHUNK * _CHUNK))

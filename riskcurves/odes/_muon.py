@@ -95,24 +95,14 @@ import numpy as np
 
 from ..optimizers import Muon
 from ._base import AbstractRateTheory, register
-from ._matrix_sampled import SAMPLES, sampled_theory
+from ._matrix_sampled import sampled_theory
 from ._signsvd import _Equivalent, use_sampled
-from ._signsvd_common import RESIDUAL_TOL, check_matrix, check_spectrum, leaf_opt
+from ._signsvd_common import NS_COEFFS, RESIDUAL_TOL, check_matrix, check_spectrum, leaf_opt, ns_map
 
 __all__ = ["MuonTheory", "muon_theory", "ns_map", "pole_fit", "expected_sq_norm",
            "ema_coefficients", "momentum_weights"]
 
-NS_COEFFS = (3.4445, -4.775, 2.0315)  # optax.contrib.muon's default quintic coefficients
 NS_EPS = 1e-8  # optax's Frobenius pre-scaling: M/(‖M‖_F + eps)
-
-
-def ns_map(x, ns_steps: int = 5, coeffs=NS_COEFFS):
-    """`f(x)`: the scalar map of `ns_steps` Newton–Schulz steps on singular values."""
-    a, b, c = coeffs
-    x = np.asarray(x, np.float64)
-    for _ in range(int(ns_steps)):
-        x = a * x + b * x**3 + c * x**5
-    return x
 
 
 def _smoothed_f(x, ns_steps, smooth):
@@ -380,9 +370,7 @@ class MuonTheory(AbstractRateTheory):
         A = (lam**2 * D * y[:, None, None] ** 2 + noise_part)  # (16, 1, modes)
         R = rest * y[None, :, None]  # the rest fluctuates independently (16 x 16 nodes)
         x = jnp.sqrt(jnp.clip(A / (A + R), 0.0, 1.0))
-        f = x
-        for _ in range(self.ns_steps):
-            f = NS_COEFFS[0] * f + NS_COEFFS[1] * f**3 + NS_COEFFS[2] * f**5
+        f = ns_map(x, self.ns_steps)
         ft = x * jnp.sum(self.c_poles / (self.t_poles + x[..., None] ** 2), -1)
         w1 = jnp.asarray(wh / wh.sum())
         wq = (w1[:, None] * w1[None, :])[..., None]
@@ -501,7 +489,7 @@ def muon_theory(opt, lam, D0, m, sigma2=0.0, weights=None, *, smooth: float = 0.
 
 
 @register(Muon)
-def _muon_builder(opt, problem, one_step: str = "auto", samples: int = SAMPLES,
+def _muon_builder(opt, problem, one_step: str = "auto", samples: int | None = None,
                   sample_seed: int = 0, **options):
     """Muon ODE. Without momentum, `one_step` (`_signsvd.use_sampled`) chooses the
     one-step mean over `samples` fixed batch draws (`_matrix_sampled`, the default

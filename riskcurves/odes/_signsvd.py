@@ -63,7 +63,7 @@ import numpy as np
 
 from ..optimizers import SignSVD
 from ._base import AbstractRateTheory, register
-from ._matrix_sampled import SAMPLES, sampled_applies, sampled_theory
+from ._matrix_sampled import sampled_applies, sampled_theory
 from ._signsvd_common import (
     RESIDUAL_TOL,
     check_matrix,
@@ -278,11 +278,11 @@ def _use_general(problem, closure: str) -> bool:
 _ONE_STEP = ("auto", "sampled", "equivalent")
 
 
-def use_sampled(problem, opt, one_step: str, samples: int) -> bool:
+def use_sampled(problem, opt, one_step: str, samples: int | None = None) -> bool:
     """`one_step`: `"sampled"` (the closure's one-step mean over fixed batch draws,
     `_matrix_sampled`), `"equivalent"` (the deterministic equivalent), or `"auto"`:
-    sampled where it applies (batch < d <= m, Gaussian or no noise, uncompressed, no
-    momentum, draws that fit), else the equivalent."""
+    sampled where it applies (d <= m, Gaussian or no noise, uncompressed, no momentum,
+    draws that fit), else the equivalent."""
     if one_step not in _ONE_STEP:
         raise ValueError(f"`one_step` must be one of {_ONE_STEP}, got {one_step!r}")
     if one_step == "auto":
@@ -292,15 +292,15 @@ def use_sampled(problem, opt, one_step: str, samples: int) -> bool:
 
 @register(SignSVD)
 def _signsvd_builder(opt, problem, n_nodes: int | None = None, n_newton: int | None = None,
-                     closure: str = "auto", one_step: str = "auto", samples: int = SAMPLES,
+                     closure: str = "auto", one_step: str = "auto", samples: int | None = None,
                      sample_seed: int = 0):
     """SignSVD ODE. `closure`: `"diagonal"` (`S = ΔΔᵀ ≈ diag(D)`, O(d) per step),
     `"general"` (drift from the general-`S` equivalent at `S(D) = g S0 g`, O(d³);
     `riskcurves.odes._signsvd_general`), or `"auto"`: general when `S0 = Δ0Δ0ᵀ` is
     not diagonal (Gaussian-row targets, `m < d`) and `d <= 256`, else diagonal.
     With the diagonal closure, `one_step` (`use_sampled`) chooses how the one-step
-    mean is evaluated: over `samples` fixed batch draws (seed `sample_seed`) or by
-    the deterministic equivalent."""
+    mean is evaluated: over `samples` batch draws per step (seed `sample_seed`;
+    default 256 at batch < d, 64 at batch >= d) or by the deterministic equivalent."""
     check_matrix(problem, opt)
     options = {k: v for k, v in (("n_nodes", n_nodes), ("n_newton", n_newton)) if v is not None}
     general = _use_general(problem, closure)

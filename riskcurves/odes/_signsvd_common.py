@@ -5,6 +5,7 @@
 - `log_nodes`: the quadrature grid of the polar integral `(2/π)∫₀^∞ (t² + GGᵀ)⁻¹G dt`.
 - `check_spectrum`, `check_matrix`: argument validation.
 - `leaf_opt`: the optimizer config a theory holds; `η(k)` is read through its `lr_at`.
+- `NS_COEFFS`, `ns_map`: Muon's Newton–Schulz polynomial on singular values.
 """
 
 from __future__ import annotations
@@ -16,7 +17,18 @@ import numpy as np
 from ..optimizers import numeric
 
 __all__ = ["projector_kappa", "noise_mode", "gamma", "log_nodes", "check_spectrum",
-           "check_matrix", "RESIDUAL_TOL", "leaf_opt"]
+           "check_matrix", "RESIDUAL_TOL", "leaf_opt", "NS_COEFFS", "ns_map"]
+
+NS_COEFFS = (3.4445, -4.775, 2.0315)  # optax.contrib.muon's default quintic coefficients
+
+
+def ns_map(x, ns_steps: int = 5, coeffs=NS_COEFFS):
+    """`f(x)`: the scalar map of `ns_steps` Newton–Schulz steps on singular values
+    (`x ↦ a x + b x³ + c x⁵`, applied elementwise; NumPy or JAX arrays)."""
+    a, b, c = coeffs
+    for _ in range(int(ns_steps)):
+        x = a * x + b * x**3 + c * x**5
+    return x
 
 # Newton residual (max relative residual of the three scalars over the quadrature
 # nodes) above which a fixed point counts as failed (`AbstractTheory.residual`).

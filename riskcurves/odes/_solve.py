@@ -152,9 +152,12 @@ def integrate(theory, ts, rtol, atol, *, max_steps: int, exact_steps: int = 0,
         t0 = jnp.asarray(float(n_ex), jnp.float64)
     else:
         y_start, t0, disc_ok = y0, jnp.zeros((), jnp.float64), jnp.asarray(True)
-    # a diverged discrete start leaves nothing to integrate: one iteration keeps the
-    # (vmapped) while loop from running that element to max_steps for every other one
-    t1 = jnp.where(disc_ok, jnp.maximum(ts[-1], t0 + 1.0), t0 + 1.0)
+    # a diverged discrete start, or checkpoints the exact map has all served, leave
+    # nothing to integrate: a token interval keeps the (vmapped) while loop from
+    # running that element to max_steps for every other one, and costs a few field
+    # evaluations (the sampled matrix fields cost ~0.1 s each)
+    ode_used = jnp.any(ts > t0)
+    t1 = jnp.where(disc_ok & ode_used, jnp.maximum(ts[-1], t0 + 1.0), t0 + 1e-3)
     ts_ode = jnp.clip(ts, t0, t1)
     controller = diffrax.ClipStepSizeController(
         diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts_ode)
@@ -179,7 +182,6 @@ def integrate(theory, ts, rtol, atol, *, max_steps: int, exact_steps: int = 0,
             traj, out)
     risk, lr, obs, resid = out
     res = sol.result
-    ode_used = jnp.any(ts > t0)
     code = jnp.where(ode_used & (res == diffrax.RESULTS.max_steps_reached), _MAX_STEPS,
                      jnp.where(ode_used & (res != diffrax.RESULTS.successful)
                                & (res != diffrax.RESULTS.event_occurred), _FAILED, _OK))
