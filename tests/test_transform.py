@@ -183,7 +183,7 @@ def test_traced_batch_where_it_sets_a_shape_is_a_clear_error():
     """A vmap over `batch` works where the batch enters the ODE as a number (line
     search's mean field: a leaf, no static tracer) and is refused with a ValueError
     naming the way out where it sets a shape or selects a closed form (the top-mode
-    hybrid's minibatch draws; clipped SGD's χ_B law)."""
+    hybrid's minibatch draws; clipped SGD's χ_B law; SignSVD's draws or fixed point)."""
     prob = rc.PowerLaw(60, 1.5, 0.5, rc.Gaussian(0.1))   # few dominant modes: hybrid
     ks = rc.checkpoints(50, 6)
     bs = jnp.asarray([1.0, 4.0])
@@ -192,6 +192,15 @@ def test_traced_batch_where_it_sets_a_shape_is_a_clear_error():
     with pytest.raises(ValueError, match="`batch` is traced.*clipped-SGD"):
         jax.vmap(lambda b: rc.solve_ode(prob, rc.ClippedSGD(0.1, 1.0, batch=b), ks,
                                         topmodes=0).risk)(bs)
+    mat = rc.MatrixPowerLaw(16, 32, 1.5, 0.5, rc.Gaussian(0.1))
+    for one_step in ("auto", "equivalent"):
+        with pytest.raises(ValueError, match="`batch` is traced.*SignSVD"):
+            jax.vmap(lambda b: rc.solve_ode(mat, rc.SignSVD(0.02, batch=b), ks,
+                                            one_step=one_step).risk)(bs)
+    # matrix SignSGD: a traced batch takes the closure (the lattice needs a concrete one)
+    r = jax.vmap(lambda b: rc.solve_ode(mat, rc.MatrixSignSGD(0.002, batch=b), ks).risk)(bs)
+    np.testing.assert_allclose(np.asarray(r[1]), rc.solve_ode(
+        mat, rc.MatrixSignSGD(0.002, batch=4), ks, transient="closure").risk, rtol=1e-6)
     r = jax.vmap(lambda b: rc.solve_ode(prob, rc.LineSearch(batch=b), ks,
                                         topmodes=0).risk)(bs)
     np.testing.assert_allclose(np.asarray(r[1]),

@@ -107,8 +107,10 @@ _TRANSIENTS = ("auto", "density", "closure")
 
 
 def _density_possible(problem, opt, density) -> bool:
-    """Diagonal `K`, a concrete constant step size, and a grid within `max_cells`."""
-    if not problem.is_diagonal or not opt.constant_lr or not is_concrete(opt.lr):
+    """Diagonal `K`, a concrete constant step size and batch, and a grid within
+    `max_cells`."""
+    if (not problem.is_diagonal or not opt.constant_lr or not is_concrete(opt.lr)
+            or not is_concrete(opt.batch)):
         return False
     try:
         build_grid(problem, opt, **density)
@@ -124,8 +126,8 @@ def _matrix_signsgd_theory(opt, problem, transient: str = "auto", **density):
     `init`, `column_rows`, `horizon`, `max_cells`), exact in the high per-entry SNR
     transient (docs/theory/matrix_signsgd.md). `transient="closure"`: the row-energy
     ODE above. `"auto"` (default): the density wherever it applies (diagonal `K`, a
-    concrete constant `lr`, grid within `max_cells`), else the closure (rotated `K`,
-    schedules, traced step sizes)."""
+    concrete constant `lr` and batch, grid within `max_cells`), else the closure
+    (rotated `K`, schedules, traced step sizes or batch)."""
     if not hasattr(problem, "m"):
         raise ValueError(f"MatrixSignSGD needs a matrix problem (rc.MatrixProblem), got "
                          f"{type(problem).__name__}")
@@ -136,6 +138,10 @@ def _matrix_signsgd_theory(opt, problem, transient: str = "auto", **density):
         if transient == "closure":
             density = {}
     if transient == "density":
+        if not is_concrete(opt.batch):
+            raise ValueError("`batch` is traced (a jax.vmap or jit over it), but "
+                             "transient='density' needs a concrete integer batch (it sets "
+                             "the lattice): use transient='closure' to sweep the batch")
         return MatrixSignSGDDensity(build_grid(problem, opt, **density),
                                     jnp.asarray(float(opt.lr), jnp.float64))
     if density:
