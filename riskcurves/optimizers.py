@@ -63,6 +63,16 @@ def is_concrete(x) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x))
 
 
+def concrete_batch(batch, needs: str, way_out: str) -> int:
+    """`batch` as an int where it sets a shape, a closed form or a fixed point (`needs`);
+    a traced `batch` (`jax.vmap`/`jit` over it) is refused with a `ValueError` naming
+    `way_out`."""
+    if not is_concrete(batch):
+        raise ValueError(f"`batch` is traced (a jax.vmap or jit over it), but {needs} needs "
+                         f"a concrete integer batch: {way_out}")
+    return int(batch)
+
+
 def _check_positive(x, name: str, *, allow_zero: bool = False, upper: float | None = None,
                     upper_open: bool = True, what: str = "a float"):
     """Validate a concrete scalar; pass tracers through. Returns a Python float."""

@@ -41,7 +41,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..optimizers import ClippedSGD, numeric
+from ..optimizers import ClippedSGD, concrete_batch, numeric
 from ..problems import Problem
 from ..theory._clipping import (
     _check_batch_noise,
@@ -54,7 +54,6 @@ from ._topmodes import (
     DEFAULT_PARTICLES,
     AbstractTopModeTheory,
     check_top_mode_options,
-    concrete_batch,
     hybrid_fields,
     mean_field_arrays,
     normal,

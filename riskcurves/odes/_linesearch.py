@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..optimizers import LineSearch
+from ..optimizers import LineSearch, concrete_batch
 from ..problems import Problem
 from ._base import AbstractRateTheory, register
 from ._sgd import _variance, sgd_rates
@@ -43,7 +43,6 @@ from ._topmodes import (
     DEFAULT_PARTICLES,
     AbstractTopModeTheory,
     check_top_mode_options,
-    concrete_batch,
     draw_top_gradient,
     hybrid_fields,
     mean_field_arrays,

@@ -39,7 +39,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..optimizers import MatrixSignSGD
+from ..optimizers import MatrixSignSGD, concrete_batch, is_concrete
 from ._base import AbstractRateTheory, register
 from ._matrix_signsgd_density import MatrixSignSGDDensity, build_grid
 from ._signsvd_common import leaf_opt
@@ -47,10 +47,6 @@ from ._signsvd_common import leaf_opt
 __all__ = ["MatrixSignSGDTheory"]
 
 _C = (2 / jnp.pi) ** 0.5
-
-
-def is_concrete(x) -> bool:
-    return not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(x))
 
 
 class MatrixSignSGDTheory(AbstractRateTheory):
@@ -138,10 +134,8 @@ def _matrix_signsgd_theory(opt, problem, transient: str = "auto", **density):
         if transient == "closure":
             density = {}
     if transient == "density":
-        if not is_concrete(opt.batch):
-            raise ValueError("`batch` is traced (a jax.vmap or jit over it), but "
-                             "transient='density' needs a concrete integer batch (it sets "
-                             "the lattice): use transient='closure' to sweep the batch")
+        concrete_batch(opt.batch, "transient='density' (the lattice)",
+                       "use transient='closure' to sweep the batch")
         return MatrixSignSGDDensity(build_grid(problem, opt, **density),
                                     jnp.asarray(float(opt.lr), jnp.float64))
     if density:

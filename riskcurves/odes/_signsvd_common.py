@@ -11,11 +11,10 @@
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..optimizers import numeric
+from ..optimizers import concrete_batch, numeric
 
 __all__ = ["projector_kappa", "noise_mode", "gamma", "log_nodes", "check_spectrum",
            "check_matrix", "RESIDUAL_TOL", "leaf_opt", "NS_COEFFS", "ns_map"]
@@ -113,11 +112,8 @@ def check_matrix(problem, opt):
     if not hasattr(problem, "m"):
         raise ValueError(f"{type(opt).__name__} needs a matrix problem (rc.MatrixProblem), "
                          f"got {type(problem).__name__}")
-    if isinstance(opt.batch, jax.core.Tracer):
-        raise ValueError(
-            f"`batch` is traced (a jax.vmap or jit over it), but the {type(opt).__name__} "
-            "theory needs a concrete integer batch (its fixed point, or the shape of its "
-            "batch draws, is set by it): loop over the batch values")
+    concrete_batch(opt.batch, f"the {type(opt).__name__} theory (its fixed point, or the "
+                   "shape of its batch draws)", "loop over the batch values")
 
 
 def leaf_opt(opt):

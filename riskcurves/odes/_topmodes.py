@@ -44,8 +44,7 @@ from .._curve import padded_checkpoints
 from ._base import AbstractTheory
 from ._solve import integrate
 
-__all__ = ["AbstractTopModeTheory", "split_top_modes", "hybrid_fields", "concrete_batch",
-           "DEFAULT_TOP_MODES",
+__all__ = ["AbstractTopModeTheory", "split_top_modes", "hybrid_fields", "DEFAULT_TOP_MODES",
            "DEFAULT_PARTICLES", "AUTO_INTRINSIC_DIMENSION", "check_top_mode_options",
            "draw_top_gradient", "normal"]
 
@@ -78,16 +77,6 @@ def check_top_mode_options(problem, topmodes, particles, seed) -> tuple[int, int
             raise ValueError(f"`{name}` must be {extra}an integer >= {lo}, got {v!r}")
         out.append(int(v))
     return tuple(out)
-
-
-def concrete_batch(batch, needs: str, way_out: str) -> int:
-    """`batch` as an int where it sets a shape or selects a closed form (`needs`); a
-    traced `batch` (`jax.vmap`/`jit` over it) is refused with a `ValueError` naming
-    `way_out`."""
-    if isinstance(batch, jax.core.Tracer):
-        raise ValueError(f"`batch` is traced (a jax.vmap or jit over it), but {needs} needs "
-                         f"a concrete integer batch: {way_out}")
-    return int(batch)
 
 
 def hybrid_fields(problem, m: int, particles: int, seed: int) -> dict:
