@@ -153,7 +153,7 @@ def _traj(d, B, mu, runs, steps=300, lr=0.02):
     return new, old
 
 
-@pytest.mark.slow  # 16.1% vs tol 15% since the discrete-start map (closing note, issue 13)
+@pytest.mark.slow
 def test_trajectory_beats_exact_polar():
     """d=64 m=128 σ=0.1 η=0.02 B=32, 8 runs: the polar ODE misses Muon by ~60%."""
     new, old = _traj(64, 32, 0.0, 8, steps=200)

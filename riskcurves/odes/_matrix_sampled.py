@@ -111,10 +111,12 @@ class SampledStep(eqx.Module):
         return jnp.concatenate([Z, Z]), jnp.concatenate([E1, -E1]), jnp.concatenate([W2, W2])
 
     def __call__(self, D, key, samples: int):
-        # chunks of `_CHUNK` draws, one after the other (`lax.map`): jaxlib's CPU LAPACK
-        # kernels split a large batch over the thread pool, and two such calls running
-        # concurrently inside a loop deadlocked on 2 cores (batched LU / triangular
-        # solves at 256–512 matrices); small batches stay on one thread
+        # chunks of `_CHUNK` draws (`lax.map`), and within a chunk one draw at a time
+        # with unbatched LAPACK calls: jaxlib's CPU kernels split a batch over the thread
+        # pool, each call blocking a pool thread while it waits for its sub-tasks, and
+        # two such calls running concurrently (two field evaluations, or two
+        # factorisations of one draw) deadlocked on 2 cores (batched LU at 256–512
+        # matrices of 8×8; two Cholesky factorisations of 32 matrices of 32×32)
         sums = jax.lax.map(lambda c: self._sums(D, jax.random.fold_in(key, c), _CHUNK),
                            jnp.arange(samples // _CHUNK, dtype=jnp.uint32))
         return jax.tree.map(lambda x: jnp.sum(x, axis=0) / samples, sums)
@@ -129,31 +131,40 @@ class SampledStep(eqx.Module):
         rootD = jnp.sqrt(jnp.clip(D, 0.0, None))
         if self.batch >= self.sqrt_lam.shape[0]:
             return self._sums_square(rootD, key, samples)
-        Z, E1, W2 = self.draws(key, samples)
-        A = Z * self.sqrt_lam
-        C1 = A * rootD - self.sigma * E1
-        LA = jnp.linalg.cholesky(A @ A.mT)
-        LC = jnp.linalg.cholesky(C1 @ C1.mT + self.sigma**2 * W2)
-        iLA, iLC = jnp.linalg.inv(LA), jnp.linalg.inv(LC)
-        U, s, Vt = jnp.linalg.svd(LA.mT @ LC)
-        left = (U.mT @ iLA) @ A           # (S, B, d): rows of (Q_A U)ᵀ
-        right = (Vt @ iLC) @ C1           # (S, B, d): rows of (Q_C V)ᵀ, first d columns
-        fl = left * self._f(s)[..., None]
-        return jnp.sum(fl * right, axis=(0, 1)), jnp.sum(fl**2, axis=(0, 1))
+        def one(draw):   # one draw: unbatched LAPACK calls (see `__call__`)
+            Z, E1, W2 = draw
+            A = Z * self.sqrt_lam
+            C1 = A * rootD - self.sigma * E1
+            LA = jnp.linalg.cholesky(A @ A.mT)
+            LC = jnp.linalg.cholesky(C1 @ C1.mT + self.sigma**2 * W2)
+            iLA, iLC = jnp.linalg.inv(LA), jnp.linalg.inv(LC)
+            U, s, Vt = jnp.linalg.svd(LA.mT @ LC)
+            left = (U.mT @ iLA) @ A           # (B, d): rows of (Q_A U)ᵀ
+            right = (Vt @ iLC) @ C1           # (B, d): rows of (Q_C V)ᵀ, first d columns
+            fl = left * self._f(s)[..., None]
+            return jnp.sum(fl * right, axis=0), jnp.sum(fl**2, axis=0)
+
+        return jax.tree.map(lambda x: jnp.sum(x, axis=0),
+                            jax.lax.map(one, self.draws(key, samples)))
 
     def _sums_square(self, rootD, key, samples: int):
         # B ≥ d: with the QR factorisation A = Q_A R (R = R_Z Λ^{1/2}, R_Z Bartlett with B
         # degrees of freedom), G Q ∝ Rᵀ [R diag √D − σF₁, −σT₂], F₁ = Q_Aᵀ E₁ standard
         # Gaussian (d×d) and F₂ = Q_Aᵀ E₂ = T₂ Q₂ (T₂: Bartlett, m − d degrees of freedom);
         # the rotation Q₂ of the last m − d columns does not touch the first d
-        Rz, F1, T2 = self.draws(key, samples)
-        R = Rz * self.sqrt_lam
-        K = R.mT @ jnp.concatenate([R * rootD - self.sigma * F1, -self.sigma * T2], axis=-1)
-        U, s, Wt = jnp.linalg.svd(K, full_matrices=False)
         d = rootD.shape[0]
-        fU = U * self._f(s)[..., None, :]                      # (S, d, b)
-        pii = jnp.sum(fU * Wt[..., :d].mT, axis=(0, 2))
-        return pii, jnp.sum(fU**2, axis=(0, 2))
+
+        def one(draw):   # one draw: an unbatched SVD (see `__call__`)
+            Rz, F1, T2 = draw
+            R = Rz * self.sqrt_lam
+            K = R.mT @ jnp.concatenate([R * rootD - self.sigma * F1, -self.sigma * T2],
+                                       axis=-1)
+            U, s, Wt = jnp.linalg.svd(K, full_matrices=False)
+            fU = U * self._f(s)[None, :]                       # (d, b)
+            return jnp.sum(fU * Wt[:, :d].mT, axis=1), jnp.sum(fU**2, axis=1)
+
+        return jax.tree.map(lambda x: jnp.sum(x, axis=0),
+                            jax.lax.map(one, self.draws(key, samples)))
 
 
 def _normal(key, shape):
