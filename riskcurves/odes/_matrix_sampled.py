@@ -128,43 +128,38 @@ class SampledStep(eqx.Module):
         return jnp.ones_like(s)
 
     def _sums(self, D, key, samples: int):
+        # one draw at a time, unbatched LAPACK calls (see `__call__`)
         rootD = jnp.sqrt(jnp.clip(D, 0.0, None))
-        if self.batch >= self.sqrt_lam.shape[0]:
-            return self._sums_square(rootD, key, samples)
-        def one(draw):   # one draw: unbatched LAPACK calls (see `__call__`)
-            Z, E1, W2 = draw
-            A = Z * self.sqrt_lam
-            C1 = A * rootD - self.sigma * E1
-            LA = jnp.linalg.cholesky(A @ A.mT)
-            LC = jnp.linalg.cholesky(C1 @ C1.mT + self.sigma**2 * W2)
-            iLA, iLC = jnp.linalg.inv(LA), jnp.linalg.inv(LC)
-            U, s, Vt = jnp.linalg.svd(LA.mT @ LC)
-            left = (U.mT @ iLA) @ A           # (B, d): rows of (Q_A U)ᵀ
-            right = (Vt @ iLC) @ C1           # (B, d): rows of (Q_C V)ᵀ, first d columns
-            fl = left * self._f(s)[..., None]
-            return jnp.sum(fl * right, axis=0), jnp.sum(fl**2, axis=0)
-
+        one = self._square_draw if self.batch >= self.sqrt_lam.shape[0] else self._core_draw
         return jax.tree.map(lambda x: jnp.sum(x, axis=0),
-                            jax.lax.map(one, self.draws(key, samples)))
+                            jax.lax.map(lambda draw: one(rootD, *draw),
+                                        self.draws(key, samples)))
 
-    def _sums_square(self, rootD, key, samples: int):
-        # B ≥ d: with the QR factorisation A = Q_A R (R = R_Z Λ^{1/2}, R_Z Bartlett with B
-        # degrees of freedom), G Q ∝ Rᵀ [R diag √D − σF₁, −σT₂], F₁ = Q_Aᵀ E₁ standard
-        # Gaussian (d×d) and F₂ = Q_Aᵀ E₂ = T₂ Q₂ (T₂: Bartlett, m − d degrees of freedom);
-        # the rotation Q₂ of the last m − d columns does not touch the first d
+    def _core_draw(self, rootD, Z, E1, W2):
+        """B < d: `(P_ii, ‖P_i‖²)` of one draw through the B×B core."""
+        A = Z * self.sqrt_lam
+        C1 = A * rootD - self.sigma * E1
+        LA = jnp.linalg.cholesky(A @ A.mT)
+        LC = jnp.linalg.cholesky(C1 @ C1.mT + self.sigma**2 * W2)
+        iLA, iLC = jnp.linalg.inv(LA), jnp.linalg.inv(LC)
+        U, s, Vt = jnp.linalg.svd(LA.mT @ LC)
+        left = (U.mT @ iLA) @ A           # (B, d): rows of (Q_A U)ᵀ
+        right = (Vt @ iLC) @ C1           # (B, d): rows of (Q_C V)ᵀ, first d columns
+        fl = left * self._f(s)[..., None]
+        return jnp.sum(fl * right, axis=0), jnp.sum(fl**2, axis=0)
+
+    def _square_draw(self, rootD, Rz, F1, T2):
+        """B ≥ d: `(P_ii, ‖P_i‖²)` of one draw. With the QR factorisation A = Q_A R
+        (R = R_Z Λ^{1/2}, R_Z Bartlett with B degrees of freedom), G Q ∝ Rᵀ [R diag √D −
+        σF₁, −σT₂], F₁ = Q_Aᵀ E₁ standard Gaussian (d×d) and F₂ = Q_Aᵀ E₂ = T₂ Q₂ (T₂:
+        Bartlett, m − d degrees of freedom); the rotation Q₂ of the last m − d columns
+        does not touch the first d."""
         d = rootD.shape[0]
-
-        def one(draw):   # one draw: an unbatched SVD (see `__call__`)
-            Rz, F1, T2 = draw
-            R = Rz * self.sqrt_lam
-            K = R.mT @ jnp.concatenate([R * rootD - self.sigma * F1, -self.sigma * T2],
-                                       axis=-1)
-            U, s, Wt = jnp.linalg.svd(K, full_matrices=False)
-            fU = U * self._f(s)[None, :]                       # (d, b)
-            return jnp.sum(fU * Wt[:, :d].mT, axis=1), jnp.sum(fU**2, axis=1)
-
-        return jax.tree.map(lambda x: jnp.sum(x, axis=0),
-                            jax.lax.map(one, self.draws(key, samples)))
+        R = Rz * self.sqrt_lam
+        K = R.mT @ jnp.concatenate([R * rootD - self.sigma * F1, -self.sigma * T2], axis=-1)
+        U, s, Wt = jnp.linalg.svd(K, full_matrices=False)
+        fU = U * self._f(s)[None, :]                       # (d, b)
+        return jnp.sum(fU * Wt[:, :d].mT, axis=1), jnp.sum(fU**2, axis=1)
 
 
 def _normal(key, shape):
