@@ -288,3 +288,21 @@ def test_tail_log_ratio_matches_the_stored_d1e4_grid():
                 pred = asy.tail_log_ratio(a, b, 16)
                 assert abs(r - pred) < 0.4, (a, b, r, pred)
                 assert abs(r) > 0.7, (a, b, r)
+
+
+def test_step_ratio():
+    """`step_ratio(k, a, b)`: steps b needs to reach a's tuned risk, over k. Power laws
+    `a = k^-1`, `b = (k/3)^-1` give 3 wherever b reaches a's risk inside the horizons
+    computed (NaN past them); a flat stretch in b (a tuned envelope cannot rise: the
+    running minimum is used) and bad input."""
+    from riskcurves.studies import step_ratio
+    k = np.geomspace(1, 1e4, 9)
+    r = step_ratio(k, k**-1.0, (k / 3) ** -1.0)
+    np.testing.assert_allclose(r[:-1], 3.0, rtol=1e-12)
+    assert np.isnan(r[-1])
+    np.testing.assert_allclose(step_ratio(k, (k / 2) ** -0.5, k**-0.5)[1:], 0.5, rtol=1e-12)
+    b = k**-1.0
+    b[4] = 2 * b[3]  # a rise: treated as the previous level
+    assert np.all(np.isfinite(step_ratio(k, k**-1.0, b)[:-1]))
+    with pytest.raises(ValueError, match="increasing"):
+        step_ratio(k[::-1], k, k)

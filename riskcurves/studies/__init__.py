@@ -21,6 +21,7 @@ from ._phases import phase_grid as phase_grid
 from ._phases import phase_plane as phase_plane
 from ._phases import phase_point as phase_point
 from ._phases import signsgd_drift_rates as signsgd_drift_rates
+from ._phases import step_ratio as step_ratio
 from ._scaling import ScalingLaw as ScalingLaw  # noqa: E402
 from ._scaling import compute_optimal as compute_optimal  # noqa: E402
 from ._scaling import dana_at_fraction as dana_at_fraction  # noqa: E402

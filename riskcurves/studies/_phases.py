@@ -478,6 +478,33 @@ def plane_cell(o):
     return cell
 
 
+def step_ratio(k, env_a, env_b):
+    """Steps method b needs to match method a's tuned risk, per horizon, as a ratio.
+
+    `env_a`, `env_b` are tuned envelopes (best constant step size per horizon) at the
+    horizons `k` (increasing). For each `k_i`, `k_b(P)` is read off b's envelope at the
+    risk `P = env_a(k_i)` (log-log interpolation of its running minimum: a tuned
+    envelope cannot rise with the horizon) and the result is `k_b / k_i`: `> 1` where a
+    is ahead, by that factor in steps (= samples, at equal batch). NaN where b does not
+    reach `P` within `[k_0, k_-1]`.
+    """
+    k = np.asarray(k, float)
+    a = np.asarray(env_a, float)
+    b = np.minimum.accumulate(np.asarray(env_b, float))
+    if not (k.ndim == 1 and k.shape == a.shape == b.shape and k.size >= 2
+            and np.all(np.diff(k) > 0) and np.all(k > 0) and np.all(a > 0)
+            and np.all(b > 0)):
+        raise ValueError("`k`, `env_a`, `env_b` must be positive 1-d arrays of one length "
+                         "(>= 2), `k` increasing")
+    # np.interp needs increasing x: interpolate log k over -log P_b (ties keep the first)
+    x, idx = np.unique(-np.log(b), return_index=True)
+    y = np.log(k)[idx]
+    t = -np.log(a)
+    out = np.exp(np.interp(t, x, y)) / k
+    out[(t < x[0]) | (t > x[-1])] = np.nan
+    return out
+
+
 def phase_plane(alphas, betas, ds, batch, *, progress=None, **kwargs):
     """`phase_point` over the `(α, β)` grid at each `d` in `ds` (JSON-able dict).
 
