@@ -649,7 +649,7 @@ def _cmd_phase_diagram(a):
     import matplotlib.pyplot as plt
 
     from riskcurves.plotting import plot_phase_plane
-    from riskcurves.studies import phase_grid, phase_plane
+    from riskcurves.studies import compare_in_plane, phase_grid, phase_plane
     t0 = time.perf_counter()
     plane = None
     if a.from_json:
@@ -736,6 +736,14 @@ def _cmd_phase_diagram(a):
             print(np.asarray(plane[str(d)]["phase"]))
         print("derived (d -> inf):")
         print(np.asarray(plane["predicted"]))
+        if plane[str(plane["ds"][0])].get("muon_env"):
+            for d, c in compare_in_plane(plane, "muon", "sgn").items():
+                print(f"d={int(d)}: Muon vs SignSGD (+1 Muon better, -1 SignSGD better, 0 "
+                      "trade-off) and the median number of SignSGD steps per Muon step for "
+                      "equal risk:")
+                print(np.asarray(c["phase"], dtype=object))
+                print(np.asarray([[None if x is None else round(x, 2) for x in row]
+                                  for row in c["step_ratio"]], dtype=object))
         print(f"figure: {path}")
         return 0
     n = len(grids)
@@ -824,8 +832,8 @@ def _add_phase_parser(sub):
                         "(default: the large-d plane at --ds)")
     q.add_argument("--batch", type=int, default=16, help="minibatch size B")
     q.add_argument("--muon", action="store_true",
-                   help="also Muon (Newton-Schulz, no momentum) in the plane (slow; not "
-                        "yet run at large d, docs/theory/phases.md section 4)")
+                   help="also Muon (Newton-Schulz, no momentum) in the plane, compared with "
+                        "SignSGD (about 1.5x the time; docs/theory/phases.md section 4)")
     q.add_argument("--n-refine", type=int, default=2,
                    help="halvings of the step-size grid around each horizon's best")
     q.add_argument("--sigma", type=float, default=0.0,

@@ -253,7 +253,8 @@ def test_cli_replots_the_stored_plane(tmp_path, capsys):
     assert main(["phase-diagram", "--from-json", _JSON, "--out", str(tmp_path)]) == 0
     (png,) = list(tmp_path.glob("phase_diagram_*.png"))
     assert png.stat().st_size > 20_000
-    assert "derived" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "derived" in out and "Muon vs SignSGD" in out  # the stored plane holds Muon
 
 
 @pytest.mark.slow
@@ -306,3 +307,61 @@ def test_step_ratio():
     assert np.all(np.isfinite(step_ratio(k, k**-1.0, b)[:-1]))
     with pytest.raises(ValueError, match="increasing"):
         step_ratio(k[::-1], k, k)
+
+
+def test_stored_muon_plane():
+    """Muon (Newton–Schulz, no momentum) in the stored plane (docs/theory/phases.md §4):
+    equal to SignSVD (|log P_Muon/P_SVD| <= 0.03 at every horizon for α < 1, <= 0.15 for
+    α > 1; measured 0.01 and 0.10) where the residual is spread over many modes (β <= 1);
+    behind SignSVD by more than e^0.3 somewhere where it
+    is effectively low-rank (β = 2: Newton–Schulz leaves singular values below ≈ 2e-3
+    ‖M‖_F in its linear range); ahead of SignSGD at every horizon for α > 1, SignSGD ahead
+    over the bulk at (0.5, 2); the Muon-vs-SignSGD phase is the same at every stored d."""
+    pl = _stored_planes()["plane_B16"]
+    seen = 0
+    for i, a in enumerate(pl["alphas"]):
+        for j, b in enumerate(pl["betas"]):
+            phases = set()
+            for d in pl["ds"]:
+                g = pl[str(d)]
+                if g.get("muon_env") is None or g["muon_env"][i][j] is None:
+                    continue
+                seen += 1
+                mu, sv, sg = (np.asarray(g[k][i][j]) for k in ("muon_env", "svd_env",
+                                                               "sgn_env"))
+                rv, rs = np.log(mu / sv), np.log(mu / sg)
+                if b <= 1:
+                    assert np.abs(rv).max() <= (0.03 if a < 1 else 0.15), (a, b, d, rv)
+                else:
+                    assert rv.max() > 0.3, (a, b, d, rv)
+                ph = int(classify(rs))
+                if a > 1:
+                    assert ph == 1, (a, b, d, rs)
+                if (a, b) == (0.5, 2.0):
+                    bulk = np.asarray(g["J"][i][j]) <= np.sqrt(d)
+                    assert int(classify(rs[bulk])) == -1, (a, b, d, rs)
+                phases.add(ph)
+            assert len(phases) <= 1, (a, b, phases)
+    assert seen >= 9
+
+
+def test_compare_in_plane_muon_vs_signsgd():
+    """`compare_in_plane` on the stored plane: Muon's phase against SignSGD per cell, and
+    the samples it saves (median SignSGD steps per Muon step for equal tuned risk):
+    > 2 for α > 1 (measured 3.1–4.3 at d = 1e6), > 1 for α < 1 with β <= 1 (1.06–1.35),
+    < 1 at (0.5, 2) (0.57: SignSGD ahead); SignSVD against itself is a tie."""
+    from riskcurves.studies import compare_in_plane
+    pl = _stored_planes()["plane_B16"]
+    c = compare_in_plane(pl, "muon", "sgn")["1000000"]
+    for i, a in enumerate(pl["alphas"]):
+        for j, b in enumerate(pl["betas"]):
+            s = c["step_ratio"][i][j]
+            if a > 1:
+                assert c["phase"][i][j] == 1 and s > 2, (a, b, s)
+            elif b <= 1:
+                assert c["phase"][i][j] == 1 and s > 1, (a, b, s)
+    i, j = pl["alphas"].index(0.5), pl["betas"].index(2.0)
+    assert c["phase_bulk"][i][j] == -1 and c["step_ratio"][i][j] < 1
+    same = compare_in_plane(pl, "svd", "svd")["1000000"]
+    assert all(t for row in same["tie_bulk"] for t in row if t is not None)
+    np.testing.assert_allclose([x for row in same["step_ratio"] for x in row if x], 1.0)

@@ -12,6 +12,7 @@ from ._compare import tuned_comparison as tuned_comparison
 from ._compression import compress_on_curve as compress_on_curve
 from ._phases import classify as classify
 from ._phases import compare_at_optimal_lr as compare_at_optimal_lr
+from ._phases import compare_in_plane as compare_in_plane
 from ._phases import compressed_power_law as compressed_power_law
 from ._phases import fixed_power_law_nodes as fixed_power_law_nodes
 from ._phases import flip_time as flip_time

@@ -385,8 +385,8 @@ def phase_point(alpha, beta, d, batch, *, J_max=None, n_k=17, lrs_per_decade=3,
     ±1 decade, extended while a best step size sits on an edge; per horizon the envelope
     is the grid minimum refined by a capped parabola (`_envelope`). `methods` may add
     `"muon"` (Newton–Schulz Muon without momentum, `muon` = options of `muon_theory`;
-    not yet run at large `d`: one d = 1e6 point did not finish compiling and solving in
-    35 min on the shared machine, docs/theory/phases.md §4).
+    55–275 s per point at d = 1e6 with all three methods on 2 idle cores,
+    docs/theory/phases.md §4).
 
     Returns a dict: `J`, `k`, `d`, `trK`, `P0`, `<method>` envelopes, `<method>_lr`,
     `edge`, `log_ratio` (`log P_svd/P_sgn`), `phase` (`classify` over all horizons),
@@ -502,6 +502,47 @@ def step_ratio(k, env_a, env_b):
     t = -np.log(a)
     out = np.exp(np.interp(t, x, y)) / k
     out[(t < x[0]) | (t > x[-1])] = np.nan
+    return out
+
+
+def compare_in_plane(plane, a="muon", b="sgn"):
+    """Method `a` against method `b` in a `phase_plane` output (any two of `"svd"`,
+    `"sgn"`, `"muon"` whose envelopes it holds), per stored `d` (string key).
+
+    Per cell: `phase` (`classify` of `log P_a/P_b` over all horizons: +1 a better,
+    −1 b better, 0 trade-off), `phase_bulk` (horizons `J <= √d`), `tie_bulk`
+    (`|log P_a/P_b| <= 0.05` on every bulk horizon), `min_log_ratio`,
+    `max_log_ratio`, and `step_ratio`: the median over the horizons of `step_ratio(k,
+    P_a, P_b)` (steps b needs to match a's tuned risk, over k; `> 1`: a ahead by that
+    factor in steps, i.e. samples at equal batch). Cells without both envelopes: None.
+    """
+    out = {}
+    for d in plane["ds"]:
+        g = plane[str(d)]
+        shape = (len(plane["alphas"]), len(plane["betas"]))
+        cmp = {key: [[None] * shape[1] for _ in range(shape[0])]
+               for key in ("phase", "phase_bulk", "tie_bulk", "min_log_ratio",
+                           "max_log_ratio", "step_ratio")}
+        for i, alpha in enumerate(plane["alphas"]):
+            for j in range(shape[1]):
+                ea = (g.get(a + "_env") or [[None] * shape[1]] * shape[0])[i][j]
+                eb = (g.get(b + "_env") or [[None] * shape[1]] * shape[0])[i][j]
+                if ea is None or eb is None:
+                    continue
+                ea, eb, J = np.asarray(ea), np.asarray(eb), np.asarray(g["J"][i][j])
+                r = np.log(ea / eb)
+                rm = _running_median(r, 3)
+                sr = step_ratio(J**alpha, ea, eb)  # k ∝ J^α at fixed (d, B)
+                cmp["phase"][i][j] = int(classify(r))
+                bulk = J <= np.sqrt(float(d))
+                cmp["phase_bulk"][i][j] = int(classify(r[bulk]))
+                cmp["tie_bulk"][i][j] = bool(np.all(np.abs(_running_median(r[bulk], 3))
+                                                    <= 0.05))
+                cmp["min_log_ratio"][i][j] = float(rm.min())
+                cmp["max_log_ratio"][i][j] = float(rm.max())
+                cmp["step_ratio"][i][j] = (float(np.nanmedian(sr))
+                                           if np.any(np.isfinite(sr)) else None)
+        out[str(d)] = cmp
     return out
 
 
