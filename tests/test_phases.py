@@ -227,8 +227,9 @@ def test_stored_plane_is_stable_in_d_and_matches_the_derived_phases():
     """Every computed cell has the same phase over all horizons `J <= d/4` at every
     stored d (1e6, 1e9), equal to the derived one where derived (docs/theory/phases.md
     §2.4, `predicted_phase`); no best step size on a grid edge. The bulk phase (`J <= √d`, not
-    derived) is the same at every d where computed: measured SignSGD at (0.5, 2),
-    trade-off at (0.75, 2), tie for α + β <= 1, SignSVD for α > 1."""
+    derived) is the same at every d where computed (measured SignSGD at (0.5, 2),
+    trade-off at (0.75, 2), tie for α + β <= 1, SignSVD for α > 1 and at (0.5, 1)), or a
+    SignSVD lead at 1e6 that is a tie at 1e9 ((0.75, 1))."""
     planes = _stored_planes()
     assert "plane_B16" in planes
     for key, pl in planes.items():
@@ -245,7 +246,11 @@ def test_stored_plane_is_stable_in_d_and_matches_the_derived_phases():
                     full.add(g["phase"][i][j])
                     assert not g["edge"][i][j], (key, a, b, d)
                     bulk.add(2 if g["tie_bulk"][i][j] else g["phase_bulk"][i][j])
-                assert len(bulk) <= 1 and len(full) <= 1, (key, a, b, bulk, full)
+                # α < 1: a SignSVD bulk lead may shrink into the leading-order tie as d
+                # grows (corrections ∝ d^(α−1); measured at (0.75, 1): −0.07…−0.13 at
+                # 1e6, −0.01…−0.07 at 1e9)
+                ok_bulk = len(bulk) <= 1 or (a < 1 and bulk == {1, 2})
+                assert ok_bulk and len(full) <= 1, (key, a, b, bulk, full)
 
 
 def test_cli_replots_the_stored_plane(tmp_path, capsys):
@@ -316,7 +321,9 @@ def test_stored_muon_plane():
     behind SignSVD by more than e^0.3 somewhere where it
     is effectively low-rank (β = 2: Newton–Schulz leaves singular values below ≈ 2e-3
     ‖M‖_F in its linear range); ahead of SignSGD at every horizon for α > 1, SignSGD ahead
-    over the bulk at (0.5, 2); the Muon-vs-SignSGD phase is the same at every stored d."""
+    over the bulk at (0.5, 2) at every d; the Muon-vs-SignSGD phase is the same at every
+    stored d where the residual is spread or α > 1 (at β = 2, α < 1 Muon's tuned envelope
+    is irregular and (0.5, 2) turns from SignSGD (1e6) to a late flip (1e9), §4)."""
     pl = _stored_planes()["plane_B16"]
     seen = 0
     for i, a in enumerate(pl["alphas"]):
@@ -340,9 +347,10 @@ def test_stored_muon_plane():
                 if (a, b) == (0.5, 2.0):
                     bulk = np.asarray(g["J"][i][j]) <= np.sqrt(d)
                     assert int(classify(rs[bulk])) == -1, (a, b, d, rs)
-                phases.add(ph)
+                if a > 1 or b <= 1:
+                    phases.add(ph)
             assert len(phases) <= 1, (a, b, phases)
-    assert seen >= 9
+    assert seen >= 18
 
 
 def test_compare_in_plane_muon_vs_signsgd():
