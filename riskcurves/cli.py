@@ -736,7 +736,8 @@ def _cmd_phase_diagram(a):
             print(np.asarray(plane[str(d)]["phase"]))
         print("derived (d -> inf):")
         print(np.asarray(plane["predicted"]))
-        if plane[str(plane["ds"][0])].get("muon_env"):
+        if any(x is not None for d in plane["ds"]
+               for row in (plane[str(d)].get("muon_env") or []) for x in row):
             for d, c in compare_in_plane(plane, "muon", "sgn").items():
                 print(f"d={int(d)}: Muon vs SignSGD (+1 Muon better, -1 SignSGD better, 0 "
                       "trade-off) and the median number of SignSGD steps per Muon step for "

@@ -233,6 +233,8 @@ def test_stored_plane_is_stable_in_d_and_matches_the_derived_phases():
     planes = _stored_planes()
     assert "plane_B16" in planes
     for key, pl in planes.items():
+        if key == "plane_B256":  # B ~ tr K corrections at 1e6: test_stored_plane_B256
+            continue
         for i, a in enumerate(pl["alphas"]):
             for j, b in enumerate(pl["betas"]):
                 bulk, full = set(), set()
@@ -373,3 +375,35 @@ def test_compare_in_plane_muon_vs_signsgd():
     same = compare_in_plane(pl, "svd", "svd")["1000000"]
     assert all(t for row in same["tie_bulk"] for t in row if t is not None)
     np.testing.assert_allclose([x for row in same["step_ratio"] for x in row if x], 1.0)
+
+
+def test_stored_plane_B256_has_all_three_phases_stable_in_d():
+    """B = 256 (docs/theory/phases.md §3): one cell per phase with the same phase at
+    d = 1e6 and 1e9 — SignSVD at (1.5, 0.25), (1.5, 1), (0.5, 0.25); **SignSGD at every
+    horizon at (0.5, 2)** (log P_SVD/P_SGN between +2 and +3.7); a trade-off at (1.5, 2),
+    where SignSGD's lead is small (< 0.2) and confined to the first k <= 5 steps, after
+    which SignSVD leads (the derived α > 1 phase, §2.4, holds past them). (0.5, 1) is
+    SignSVD at 1e9 and a trade-off at 1e6 (B λ_1/tr K = 0.13 there, 0.004 at 1e9), its
+    early SignSGD lead shrinking with d. No best step size on a grid edge."""
+    pl = _stored_planes()["plane_B256"]
+    assert pl["batch"] == 256 and pl["ds"] == [10**6, 10**9]
+    idx = {(a, b): (i, j) for i, a in enumerate(pl["alphas"]) for j, b in enumerate(pl["betas"])}
+    ph = {d: pl[str(d)]["phase"] for d in pl["ds"]}
+    for d in pl["ds"]:
+        g = pl[str(d)]
+        assert not any(e for row in g["edge"] for e in row), d
+        for cell in ((1.5, 0.25), (1.5, 1.0), (0.5, 0.25)):
+            i, j = idx[cell]
+            assert g["phase"][i][j] == 1 == asy.predicted_phase(*cell), (d, cell)
+        i, j = idx[(0.5, 2.0)]
+        assert g["phase"][i][j] == -1 and g["min_log_ratio"][i][j] > 2, d
+        i, j = idx[(1.5, 2.0)]
+        r, J = np.asarray(g["log_ratio"][i][j]), np.asarray(g["J"][i][j])
+        lam, D0, w = fixed_power_law_nodes(d, 1.5, 2.0, 64)
+        k = float(np.sum(w * lam)) * J**1.5 / 256
+        assert g["phase"][i][j] == 0 and r.max() < 0.2 and np.all(k[r > 0] <= 5), (d, r, k)
+        assert classify(r[k > 5]) == 1
+    i, j = idx[(0.5, 1.0)]
+    assert ph[10**9][i][j] == 1 and ph[10**6][i][j] == 0
+    lead = [pl[str(d)]["max_log_ratio"][i][j] for d in pl["ds"]]
+    assert lead[1] < lead[0], lead
