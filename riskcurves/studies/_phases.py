@@ -458,17 +458,24 @@ _CELL_KEYS = ("phase", "phase_bulk", "tie_bulk", "final_log_ratio", "min_log_rat
               "sgn_env", "svd_lr", "sgn_lr", "muon_env", "muon_lr")
 
 
+def _ratio_summary(r, J, d):
+    """Phase over all horizons and over the bulk `J <= √d`, bulk tie, and the range of
+    the 3-point running median of a log ratio `r` over the horizons `J`."""
+    rm = _running_median(r, 3)
+    bulk = J <= np.sqrt(float(d))
+    return rm, {"phase": int(classify(r)), "phase_bulk": int(classify(r[bulk])),
+                "tie_bulk": bool(np.all(np.abs(_running_median(r[bulk], 3)) <= 0.05)),
+                "final_log_ratio": float(rm[-1]), "min_log_ratio": float(rm.min()),
+                "max_log_ratio": float(rm.max())}
+
+
 def plane_cell(o):
     """JSON-able summary of one `phase_point` output (one cell of `phase_plane`)."""
     r = np.asarray(o["log_ratio"])
     J = np.asarray(o["J"])
-    rm = _running_median(r, 3)
-    bulk = J <= np.sqrt(o["d"])
-    cell = {"phase": int(classify(r)), "phase_bulk": int(classify(r[bulk])),
-            "tie_bulk": bool(np.all(np.abs(_running_median(r[bulk], 3)) <= 0.05)),
-            "final_log_ratio": float(rm[-1]), "min_log_ratio": float(rm.min()),
-            "max_log_ratio": float(rm.max()), "log_ratio": [float(x) for x in r],
-            "J": [float(x) for x in J], "edge": bool(o["edge"])}
+    rm, cell = _ratio_summary(r, J, o["d"])
+    cell.update({"log_ratio": [float(x) for x in r], "J": [float(x) for x in J],
+                 "edge": bool(o["edge"])})
     fj = flip_time(J, rm)
     cell["flip_J"] = fj if cell["phase"] == 0 else None
     for name in ("svd", "sgn", "muon"):
@@ -511,8 +518,8 @@ def compare_in_plane(plane, a="muon", b="sgn"):
 
     Per cell: `phase` (`classify` of `log P_a/P_b` over all horizons: +1 a better,
     −1 b better, 0 trade-off), `phase_bulk` (horizons `J <= √d`), `tie_bulk`
-    (`|log P_a/P_b| <= 0.05` on every bulk horizon), `min_log_ratio`,
-    `max_log_ratio`, and `step_ratio`: the median over the horizons of `step_ratio(k,
+    (`|log P_a/P_b| <= 0.05` on every bulk horizon), `final_log_ratio`,
+    `min_log_ratio`, `max_log_ratio` (of the 3-point running median), and `step_ratio`: the median over the horizons of `step_ratio(k,
     P_a, P_b)` (steps b needs to match a's tuned risk, over k; `> 1`: a ahead by that
     factor in steps, i.e. samples at equal batch). Cells without both envelopes: None.
     """
@@ -521,8 +528,8 @@ def compare_in_plane(plane, a="muon", b="sgn"):
         g = plane[str(d)]
         shape = (len(plane["alphas"]), len(plane["betas"]))
         cmp = {key: [[None] * shape[1] for _ in range(shape[0])]
-               for key in ("phase", "phase_bulk", "tie_bulk", "min_log_ratio",
-                           "max_log_ratio", "step_ratio")}
+               for key in ("phase", "phase_bulk", "tie_bulk", "final_log_ratio",
+                           "min_log_ratio", "max_log_ratio", "step_ratio")}
         for i, alpha in enumerate(plane["alphas"]):
             for j in range(shape[1]):
                 ea = (g.get(a + "_env") or [[None] * shape[1]] * shape[0])[i][j]
@@ -530,16 +537,10 @@ def compare_in_plane(plane, a="muon", b="sgn"):
                 if ea is None or eb is None:
                     continue
                 ea, eb, J = np.asarray(ea), np.asarray(eb), np.asarray(g["J"][i][j])
-                r = np.log(ea / eb)
-                rm = _running_median(r, 3)
+                _, summary = _ratio_summary(np.log(ea / eb), J, d)
+                for key, v in summary.items():
+                    cmp[key][i][j] = v
                 sr = step_ratio(J**alpha, ea, eb)  # k ∝ J^α at fixed (d, B)
-                cmp["phase"][i][j] = int(classify(r))
-                bulk = J <= np.sqrt(float(d))
-                cmp["phase_bulk"][i][j] = int(classify(r[bulk]))
-                cmp["tie_bulk"][i][j] = bool(np.all(np.abs(_running_median(r[bulk], 3))
-                                                    <= 0.05))
-                cmp["min_log_ratio"][i][j] = float(rm.min())
-                cmp["max_log_ratio"][i][j] = float(rm.max())
                 cmp["step_ratio"][i][j] = (float(np.nanmedian(sr))
                                            if np.any(np.isfinite(sr)) else None)
         out[str(d)] = cmp
