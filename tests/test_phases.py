@@ -340,9 +340,9 @@ def test_stored_muon_plane():
     """Muon (Newton–Schulz, no momentum) in the stored plane (docs/theory/phases.md §4):
     equal to SignSVD (|log P_Muon/P_SVD| <= 0.03 at every horizon for α < 1, <= 0.15 for
     α > 1; measured 0.01 and 0.10) where the residual is spread over many modes (β <= 1);
-    behind SignSVD by more than e^0.3 somewhere where it
-    is effectively low-rank (β = 2: Newton–Schulz leaves singular values below ≈ 2e-3
-    ‖M‖_F in its linear range); ahead of SignSGD at every horizon for α > 1, SignSGD ahead
+    behind SignSVD by more than e^0.3 somewhere where it is effectively low-rank (β = 2:
+    Newton–Schulz leaves singular values below ≈ 2e-3 ‖M‖_F in its linear range; up to
+    e^0.55 of it may be the grid resolution at the step-size cliff, §4); ahead of SignSGD at every horizon for α > 1, SignSGD ahead
     over the bulk at (0.5, 2) at every d; the Muon-vs-SignSGD phase is the same at every
     stored d where the residual is spread or α > 1 (at β = 2, α < 1 Muon's tuned envelope
     is irregular and (0.5, 2) turns from SignSGD (1e6) to a late flip (1e9), §4)."""
