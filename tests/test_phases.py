@@ -216,8 +216,9 @@ def test_simulated_phase_matches_ode(alpha, beta):
     ODE phase at the same d (7 of the 9 points; the recorded numbers are in
     docs/theory/phases.md §5). At the two points of `_CLOSURE_LIMITED` the phases differ
     (simulation / ODE: SignSVD / trade-off at (0.5, 2), trade-off / SignSGD at (0.5, 3));
-    the test asserts the measured cause instead: the simulated SignSGD envelope is > 2× its ODE (median over the
-    horizons; measured 4.5× and 6.2×) while SignSVD's is within 1.5× (1.2×, 1.24×)."""
+    the test asserts the measured cause instead: the simulated SignSGD envelope is > 2×
+    its ODE (median over the horizons; measured 4.5× and 6.2×) while SignSVD's is within
+    1.5× (1.2×, 1.24×)."""
     info = {}
     k, ode, sim = _confirm(alpha, beta, 64, 16, 1000, 8, n_lr=6, n_fine=8, n_ck=10,
                            info=info)
@@ -342,10 +343,11 @@ def test_stored_muon_plane():
     α > 1; measured 0.01 and 0.10) where the residual is spread over many modes (β <= 1);
     behind SignSVD by more than e^0.3 somewhere where it is effectively low-rank (β = 2:
     Newton–Schulz leaves singular values below ≈ 2e-3 ‖M‖_F in its linear range; up to
-    e^0.55 of it may be the grid resolution at the step-size cliff, §4); ahead of SignSGD at every horizon for α > 1, SignSGD ahead
-    over the bulk at (0.5, 2) at every d; the Muon-vs-SignSGD phase is the same at every
-    stored d where the residual is spread or α > 1 (at β = 2, α < 1 Muon's tuned envelope
-    is irregular and (0.5, 2) turns from SignSGD (1e6) to a late flip (1e9), §4)."""
+    e^0.55 of it may be the grid resolution at the step-size cliff, §4); ahead of
+    SignSGD at every horizon for α > 1, SignSGD ahead over the bulk at (0.5, 2) at every d;
+    the Muon-vs-SignSGD phase is the same at every stored d where the residual is spread
+    or α > 1 (at β = 2, α < 1 Muon's tuned envelope is irregular and (0.5, 2) turns from
+    SignSGD (1e6) to a late flip (1e9), §4)."""
     pl = _stored_planes()["plane_B16"]
     seen = 0
     for i, a in enumerate(pl["alphas"]):

@@ -519,9 +519,10 @@ def compare_in_plane(plane, a="muon", b="sgn"):
     Per cell: `phase` (`classify` of `log P_a/P_b` over all horizons: +1 a better,
     −1 b better, 0 trade-off), `phase_bulk` (horizons `J <= √d`), `tie_bulk`
     (`|log P_a/P_b| <= 0.05` on every bulk horizon), `final_log_ratio`,
-    `min_log_ratio`, `max_log_ratio` (of the 3-point running median), and `step_ratio`: the median over the horizons of `step_ratio(k,
-    P_a, P_b)` (steps b needs to match a's tuned risk, over k; `> 1`: a ahead by that
-    factor in steps, i.e. samples at equal batch). Cells without both envelopes: None.
+    `min_log_ratio`, `max_log_ratio` (of the 3-point running median), and
+    `step_ratio`: the median over the horizons of `step_ratio(k, P_a, P_b)` (steps b
+    needs to match a's tuned risk, over k; `> 1`: a ahead by that factor in steps,
+    i.e. samples at equal batch). Cells without both envelopes: None.
     """
     out = {}
     for d in plane["ds"]:
@@ -532,8 +533,7 @@ def compare_in_plane(plane, a="muon", b="sgn"):
                            "min_log_ratio", "max_log_ratio", "step_ratio")}
         for i, alpha in enumerate(plane["alphas"]):
             for j in range(shape[1]):
-                ea = (g.get(a + "_env") or [[None] * shape[1]] * shape[0])[i][j]
-                eb = (g.get(b + "_env") or [[None] * shape[1]] * shape[0])[i][j]
+                ea, eb = (g[k][i][j] if g.get(k) else None for k in (a + "_env", b + "_env"))
                 if ea is None or eb is None:
                     continue
                 ea, eb, J = np.asarray(ea), np.asarray(eb), np.asarray(g["J"][i][j])
